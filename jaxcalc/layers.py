@@ -2,20 +2,25 @@
 
 Conventions: images are NHWC ``(N, H, W, C)``, convolution kernels HWIO ``(KH, KW, C_in, C_out)``.
 ``conv2d`` is a cross-correlation (the kernel is not flipped), exactly like the seed notes'
-``convolution2D`` loop and like every deep-learning framework. Shapes are checked at trace time
-and bad ones raise ``ValueError`` naming the argument and the expected layout.
+``convolution2D`` loop and like every deep-learning framework. ``batch_norm`` follows PyTorch's
+``BatchNorm`` semantics and normalizes over every axis but the last (channels). Shapes, strides
+and paddings are checked at trace time (so also under ``jax.jit``), and bad ones raise
+``ValueError`` (bad values) or ``TypeError`` (bad types) naming the function, the argument, the
+expected layout and what was given.
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Tuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxcalc._types import Array, ArrayLike, Params, PRNGKey
-from jaxcalc._validate import check_ndim
+from jaxcalc._validate import check_ndim, check_positive
 
 IntOrPair = Union[int, Tuple[int, int]]
 Padding = Union[int, Tuple[int, int], str]
@@ -47,17 +52,21 @@ def dense(params: Params, x: ArrayLike) -> Array:
     r"""Affine map :math:`y = x W + b`.
 
     Args:
-      params: ``{"w": (in, out), "b": (out,)}``.
+      params: ``{"w": (in, out), "b": (out,)}``; ``b`` may also be a scalar (broadcast).
       x: ``(..., in)``.
 
     Returns:
       ``(..., out)``.
     """
     x = jnp.asarray(x)
-    w, b = params["w"], params["b"]
+    w, b = jnp.asarray(params["w"]), jnp.asarray(params["b"])
+    check_ndim("dense", "params['w']", w, 2, "(in_features, out_features)")
     if x.ndim < 1 or x.shape[-1] != w.shape[0]:
         raise ValueError(f"dense: x must have shape (..., {w.shape[0]}) to match params['w'] of "
                          f"shape {tuple(w.shape)}, got {tuple(x.shape)}")
+    if b.shape not in ((), (w.shape[1],)):
+        raise ValueError(f"dense: params['b'] must have shape ({w.shape[1]},) (out_features) or "
+                         f"be a scalar, got {tuple(b.shape)}")
     return x @ w + b
 
 
@@ -68,14 +77,16 @@ def conv2d(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *,
     .. math:: y[n, i, j, o] = b[o] + \sum_{k,l,c} x_p[n, i s_h + k, j s_w + l, c]\, K[k, l, c, o]
 
     where :math:`x_p` is ``x`` zero-padded. Output size per spatial axis:
-    ``(H + 2p - KH) // s + 1`` (as the seed's ``convolution2D``).
+    ``(H + 2p - KH) // s + 1`` (as the seed's ``convolution2D``); with ``"SAME"`` it is
+    ``ceil(H / s)`` (the extra padding row/column, if any, goes at the bottom/right), with
+    ``"VALID"`` it is ``(H - KH) // s + 1``. ``x`` and ``kernel`` are promoted to a common dtype.
 
     Args:
       x: ``(N, H, W, C_in)``.
       kernel: ``(KH, KW, C_in, C_out)``.
       bias: ``(C_out,)`` or None.
-      stride: int or ``(s_h, s_w)``.
-      padding: int, ``(p_h, p_w)`` (symmetric zero padding), ``"SAME"`` or ``"VALID"``.
+      stride: int or ``(s_h, s_w)``, each >= 1.
+      padding: int, ``(p_h, p_w)`` (symmetric zero padding, each >= 0), ``"SAME"`` or ``"VALID"``.
 
     Returns:
       ``(N, H_out, W_out, C_out)``.
@@ -84,52 +95,63 @@ def conv2d(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *,
     check_ndim("conv2d", "x", x, 4, "(N, H, W, C_in)")
     check_ndim("conv2d", "kernel", kernel, 4, "(KH, KW, C_in, C_out)")
     if kernel.shape[2] != x.shape[3]:
-        raise ValueError(f"conv2d: kernel must have C_in = {x.shape[3]} (x's last axis) in shape "
-                         f"(KH, KW, C_in, C_out), got kernel shape {tuple(kernel.shape)}")
-    strides = _pair("conv2d", "stride", stride)
-    pads = _padding("conv2d", padding)
-    if not isinstance(pads, str):
-        for axis, (size, k, (lo, hi)) in enumerate(zip(x.shape[1:3], kernel.shape[:2], pads)):
-            if size + lo + hi < k:
-                raise ValueError(f"conv2d: kernel {tuple(kernel.shape[:2])} is larger than the "
-                                 f"padded input {tuple(x.shape[1:3])} + padding {padding}")
-    elif pads == "VALID" and (x.shape[1] < kernel.shape[0] or x.shape[2] < kernel.shape[1]):
-        raise ValueError(f"conv2d: kernel {tuple(kernel.shape[:2])} is larger than the input "
-                         f"{tuple(x.shape[1:3])} with padding 'VALID'")
-    y = lax.conv_general_dilated(x, kernel, window_strides=strides, padding=pads,
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        raise ValueError(f"conv2d: kernel must have shape (KH, KW, {x.shape[3]}, C_out) with "
+                         f"C_in = {x.shape[3]} (x's last axis), got kernel shape "
+                         f"{tuple(kernel.shape)}")
     if bias is not None:
         bias = jnp.asarray(bias)
         if bias.shape != (kernel.shape[3],):
             raise ValueError(f"conv2d: bias must have shape ({kernel.shape[3]},) (C_out), got "
                              f"{tuple(bias.shape)}")
-        y = y + bias
-    return y
+    strides = _pair("conv2d", "stride", stride)
+    pads = _padding("conv2d", padding)
+    if pads != "SAME":
+        lo_hi = ((0, 0), (0, 0)) if pads == "VALID" else pads
+        padded = tuple(size + lo + hi for size, (lo, hi) in zip(x.shape[1:3], lo_hi))
+        if padded[0] < kernel.shape[0] or padded[1] < kernel.shape[1]:
+            raise ValueError(f"conv2d: kernel spatial size (KH, KW) = {tuple(kernel.shape[:2])} "
+                             f"must fit in the padded input (H + 2 p_h, W + 2 p_w) = {padded} "
+                             f"(x shape {tuple(x.shape)}, padding {padding!r})")
+    dtype = jnp.result_type(x, kernel)
+    y = lax.conv_general_dilated(x.astype(dtype), kernel.astype(dtype), window_strides=strides,
+                                 padding=pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y if bias is None else y + bias
 
 
 def max_pool2d(x: ArrayLike, window: IntOrPair = 2, stride: IntOrPair | None = None) -> Array:
     r"""Max pooling over ``window`` patches of NHWC images (no padding).
 
+    .. math:: y[n, i, j, c] = \max_{0 \le k < w_h,\ 0 \le l < w_w} x[n, i s_h + k, j s_w + l, c]
+
+    The gradient flows to the maximal entry of each window (as the seed's ``max_pooling2D``).
+
     Args:
       x: ``(N, H, W, C)``.
-      window: int or ``(wh, ww)``.
+      window: int or ``(wh, ww)``, each >= 1 and at most ``(H, W)``.
       stride: int or pair; defaults to ``window`` (non-overlapping windows).
 
     Returns:
       ``(N, (H - wh) // sh + 1, (W - ww) // sw + 1, C)``.
     """
     x, dims, strides = _pool_args("max_pool2d", x, window, stride)
-    init = jnp.array(-jnp.inf, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else \
-        jnp.array(jnp.iinfo(x.dtype).min, x.dtype)
-    return lax.reduce_window(x, init, lax.max, dims, strides, "VALID")
+    lowest = -np.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
+    # The identity must be a concrete NumPy scalar, not a jnp array: under jit a jnp constant
+    # is staged, reduce_window then falls back to its generic form, and reverse-mode fails.
+    return lax.reduce_window(x, np.array(lowest, x.dtype), lax.max, dims, strides, "VALID")
 
 
 def avg_pool2d(x: ArrayLike, window: IntOrPair = 2, stride: IntOrPair | None = None) -> Array:
-    r"""Average pooling over ``window`` patches of NHWC images (no padding); shapes as ``max_pool2d``."""
+    r"""Average pooling over ``window`` patches of NHWC images (no padding).
+
+    .. math::
+        y[n, i, j, c] = \frac{1}{w_h w_w} \sum_{k < w_h,\ l < w_w} x[n, i s_h + k, j s_w + l, c]
+
+    Shapes as ``max_pool2d``; integer inputs are promoted to the default float dtype.
+    """
     x, dims, strides = _pool_args("avg_pool2d", x, window, stride)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
-    total = lax.reduce_window(x, jnp.array(0, x.dtype), lax.add, dims, strides, "VALID")
+    total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, dims, strides, "VALID")
     return total / (dims[1] * dims[2])
 
 
@@ -141,13 +163,146 @@ def flatten(x: ArrayLike) -> Array:
     return x.reshape(x.shape[0], -1)
 
 
+def batch_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, running_mean: ArrayLike,
+               running_var: ArrayLike, *, train: bool, momentum: float = 0.1,
+               eps: float = 1e-5) -> Tuple[Array, Tuple[Array, Array]]:
+    r"""Batch normalization over every axis but the last, with PyTorch's ``BatchNorm`` semantics.
+
+    .. math::
+        y = \gamma \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta
+
+    Train mode: :math:`\mu, \sigma^2` are the batch mean and *biased* batch variance per channel
+    (over the ``m`` entries of all the other axes), and the running statistics are updated as
+    ``running ← (1 − momentum) · running + momentum · batch_stat``, with the *unbiased* variance
+    :math:`\sigma^2 m / (m - 1)`. Eval mode: :math:`\mu, \sigma^2` are the running statistics,
+    which are returned unchanged. The new running statistics keep the running arrays' dtype, so
+    they can be carried through ``lax.scan``. (Ioffe & Szegedy, 2015.)
+
+    Args:
+      x: ``(N, C)`` or ``(N, H, W, C)`` (any ``(..., C)`` with ndim >= 2), floating.
+      gamma: scale, ``(C,)``.
+      beta: shift, ``(C,)``.
+      running_mean: ``(C,)``.
+      running_var: ``(C,)``.
+      train: static Python bool.
+      momentum: weight of the batch statistic in the running update, in ``[0, 1]``.
+      eps: added to the variance, > 0.
+
+    Returns:
+      ``(y, (new_running_mean, new_running_var))`` with ``y`` like ``x`` and the statistics
+      ``(C,)``.
+    """
+    x = _as_float("batch_norm", x)
+    gamma, beta, running_mean, running_var = _bn_channel_args(
+        "batch_norm", x, gamma=gamma, beta=beta, running_mean=running_mean,
+        running_var=running_var)
+    if not isinstance(train, (bool, np.bool_)):
+        raise TypeError(f"batch_norm: train must be a static Python bool, got {train!r}")
+    if isinstance(momentum, numbers.Real) and not 0 <= momentum <= 1:
+        raise ValueError(f"batch_norm: momentum must be in [0, 1], got {momentum!r}")
+    if isinstance(eps, numbers.Real):
+        check_positive("batch_norm", "eps", eps)
+    axes = tuple(range(x.ndim - 1))
+    if not train:
+        y = gamma * (x - running_mean) * lax.rsqrt(running_var + eps) + beta
+        return y, (running_mean, running_var)
+    m = int(np.prod(x.shape[:-1]))
+    if m < 2:
+        raise ValueError(f"batch_norm: train mode needs more than one value per channel "
+                         f"(prod of x.shape[:-1] >= 2) for the unbiased variance, got x shape "
+                         f"{tuple(x.shape)}")
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.mean(jnp.square(x - mean), axis=axes)
+    y = gamma * (x - mean) * lax.rsqrt(var + eps) + beta
+    new_mean = (1 - momentum) * running_mean + momentum * mean
+    new_var = (1 - momentum) * running_var + momentum * var * (m / (m - 1))
+    return y, (new_mean.astype(running_mean.dtype), new_var.astype(running_var.dtype))
+
+
+def batch_norm_input_grad(x: ArrayLike, gamma: ArrayLike, dy: ArrayLike,
+                          eps: float = 1e-5) -> Array:
+    r"""Closed-form input gradient :math:`\partial L/\partial x` of train-mode ``batch_norm``.
+
+    With :math:`\hat x = (x - \mu)/\sigma`, :math:`\sigma = \sqrt{\sigma^2_B + \epsilon}` and ``m``
+    entries per channel (``m = N`` for ``(N, C)`` input), the seed's
+    ``BatchNormalization.backward``
+
+    .. math::
+        \partial x = \frac{\gamma\,\partial y}{\sigma} + \frac{2\,\partial\sigma^2 (x - \mu)}{m}
+                     + \frac{\partial\mu}{m}, \quad
+        \partial\sigma^2 = -\tfrac12 \sum \gamma\,\partial y\,(x - \mu)\,\sigma^{-3}, \quad
+        \partial\mu = -\sum \gamma\,\partial y / \sigma
+
+    simplifies to
+
+    .. math::
+        \partial x = \frac{\gamma}{m\,\sigma}\Big(m\,\partial y - \sum \partial y
+                     - \hat x \sum \partial y\, \hat x\Big),
+
+    sums over the normalized axes. It does not depend on ``beta`` or the running statistics.
+
+    Args:
+      x: ``(N, C)`` (or any ``(..., C)`` with ndim >= 2), the layer's input.
+      gamma: ``(C,)``.
+      dy: like ``x``, the gradient of the loss with respect to the layer's output.
+      eps: as in ``batch_norm``.
+
+    Returns:
+      ``dx`` like ``x``.
+    """
+    x = _as_float("batch_norm_input_grad", x)
+    (gamma,) = _bn_channel_args("batch_norm_input_grad", x, gamma=gamma)
+    if isinstance(eps, numbers.Real):
+        check_positive("batch_norm_input_grad", "eps", eps)
+    dy = jnp.asarray(dy)
+    if dy.shape != x.shape:
+        raise ValueError(f"batch_norm_input_grad: dy must have x's shape {tuple(x.shape)}, got "
+                         f"{tuple(dy.shape)}")
+    axes = tuple(range(x.ndim - 1))
+    m = int(np.prod(x.shape[:-1]))
+    mean = jnp.mean(x, axis=axes)
+    inv_sigma = lax.rsqrt(jnp.mean(jnp.square(x - mean), axis=axes) + eps)
+    x_hat = (x - mean) * inv_sigma
+    sum_dy = jnp.sum(dy, axis=axes)
+    sum_dy_xhat = jnp.sum(dy * x_hat, axis=axes)
+    return gamma * inv_sigma / m * (m * dy - sum_dy - x_hat * sum_dy_xhat)
+
+
+def _as_float(fn: str, x: ArrayLike) -> Array:
+    """``x`` as an array of ndim >= 2 with a floating dtype (integers -> default float)."""
+    x = jnp.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(f"{fn}: x must be at least 2-D (N, C) or (N, H, W, C), got shape "
+                         f"{tuple(x.shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def _bn_channel_args(fn: str, x: Array, **arrays) -> Tuple[Array, ...]:
+    """Each of ``arrays`` as an array of shape ``(C,)``, ``C = x.shape[-1]``, else ValueError."""
+    channels = x.shape[-1]
+    out = []
+    for name, value in arrays.items():
+        value = jnp.asarray(value)
+        if value.shape != (channels,):
+            raise ValueError(f"{fn}: {name} must have shape ({channels},) (C, x's last axis; x "
+                             f"shape {tuple(x.shape)}), got {tuple(value.shape)}")
+        out.append(value)
+    return tuple(out)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def _pair(fn: str, name: str, value: IntOrPair) -> Tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        pair = (value, value)
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+    if _is_int(value):
+        pair = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_int, value)):
         pair = (int(value[0]), int(value[1]))
     else:
-        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+        raise TypeError(f"{fn}: {name} must be an int or a pair of ints (h, w), got {value!r}")
     if min(pair) < 1:
         raise ValueError(f"{fn}: {name} must be >= 1, got {value!r}")
     return pair
@@ -156,14 +311,16 @@ def _pair(fn: str, name: str, value: IntOrPair) -> Tuple[int, int]:
 def _padding(fn: str, padding: Padding):
     if isinstance(padding, str):
         if padding.upper() not in ("SAME", "VALID"):
-            raise ValueError(f"{fn}: padding must be an int, a pair, 'SAME' or 'VALID', got {padding!r}")
+            raise ValueError(f"{fn}: padding must be an int, a pair of ints (p_h, p_w), 'SAME' or "
+                             f"'VALID', got {padding!r}")
         return padding.upper()
-    if isinstance(padding, int) and not isinstance(padding, bool):
-        ph = pw = padding
-    elif isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, int) for p in padding):
-        ph, pw = padding
+    if _is_int(padding):
+        ph = pw = int(padding)
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2 and all(map(_is_int, padding)):
+        ph, pw = int(padding[0]), int(padding[1])
     else:
-        raise TypeError(f"{fn}: padding must be an int, a pair, 'SAME' or 'VALID', got {padding!r}")
+        raise TypeError(f"{fn}: padding must be an int, a pair of ints (p_h, p_w), 'SAME' or "
+                        f"'VALID', got {padding!r}")
     if ph < 0 or pw < 0:
         raise ValueError(f"{fn}: padding must be >= 0, got {padding!r}")
     return ((ph, ph), (pw, pw))
@@ -176,7 +333,7 @@ def _pool_args(fn: str, x, window, stride):
     sh, sw = _pair(fn, "stride", window if stride is None else stride)
     if wh > x.shape[1] or ww > x.shape[2]:
         raise ValueError(f"{fn}: window {(wh, ww)} must fit in the input's spatial shape "
-                         f"(H, W) = {tuple(x.shape[1:3])}")
+                         f"(H, W) = {tuple(x.shape[1:3])} (x shape {tuple(x.shape)})")
     return x, (1, wh, ww, 1), (1, sh, sw, 1)
 
 
@@ -187,4 +344,6 @@ __all__ = [
     "max_pool2d",
     "avg_pool2d",
     "flatten",
+    "batch_norm",
+    "batch_norm_input_grad",
 ]
