@@ -9,30 +9,76 @@ Gate layouts follow PyTorch (``torch.nn.LSTMCell``: gates i, f, g, o; ``torch.nn
 r, z, n with separate input and hidden biases), so weights can be compared one-to-one.
 Initialisation is PyTorch's ``U(-1/√H, 1/√H)``, except that the LSTM forget-gate bias starts
 at 1 (Jozefowicz et al., 2015).
+
+Shapes are checked at trace time: a cell raises ``ValueError`` when ``x``'s last axis is not the
+number of rows of ``params["w_x"]``, when ``h`` does not match ``params["w_h"]``, or (LSTM) when
+the carry is not an ``(h, c)`` pair; ``unroll`` checks ``xs`` and ``h0`` against each other.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Tuple
+import math
+from typing import Callable, Mapping, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jaxcalc._types import Array, ArrayLike, Params, PRNGKey, PyTree
-from jaxcalc._validate import check_ndim
+from jaxcalc._validate import check_floating, check_ndim, check_positive
 from jaxcalc.activations import sigmoid
 
 Cell = Callable[[Params, PyTree, Array], PyTree]
 
 
 def _uniform(key: PRNGKey, shape, hidden: int, dtype) -> Array:
-    bound = 1.0 / jnp.sqrt(hidden)
+    """PyTorch's recurrent initialisation ``U(-1/√hidden, 1/√hidden)``."""
+    bound = 1.0 / math.sqrt(hidden)
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
+def _check_sizes(fn: str, in_features: int, hidden: int) -> None:
+    check_positive(fn, "in_features", in_features)
+    check_positive(fn, "hidden", hidden)
+
+
+def _describe(value) -> str:
+    """A short description of an argument for error messages (never touches traced values)."""
+    if hasattr(value, "shape"):
+        return f"an array of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of length {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def _check_cell_inputs(fn: str, params: Params, keys: Sequence[str], h, x) -> None:
+    """Trace-time checks shared by the cells: params keys, ``x`` vs ``w_x``, ``h`` vs ``w_h``."""
+    if not isinstance(params, Mapping) or any(k not in params for k in keys):
+        got = sorted(params) if isinstance(params, Mapping) else _describe(params)
+        raise ValueError(f"{fn}: params must be a dict with keys {list(keys)} (from init_{fn}), "
+                         f"got {got}")
+    in_features, hidden = params["w_x"].shape[0], params["w_h"].shape[0]
+    if not hasattr(h, "shape"):
+        raise ValueError(f"{fn}: h must be an array (batch, {hidden}), got {_describe(h)}")
+    check_ndim(fn, "x", x, (1, 2), f"(batch, {in_features})")
+    check_ndim(fn, "h", h, (1, 2), f"(batch, {hidden})")
+    if x.shape[-1] != in_features:
+        raise ValueError(f"{fn}: x must have {in_features} features (rows of params['w_x'] of "
+                         f"shape {tuple(params['w_x'].shape)}) on its last axis, got shape "
+                         f"{tuple(x.shape)}")
+    if h.shape[-1] != hidden:
+        raise ValueError(f"{fn}: h must have {hidden} units (rows of params['w_h'] of shape "
+                         f"{tuple(params['w_h'].shape)}) on its last axis, got shape "
+                         f"{tuple(h.shape)}")
+    if h.shape[:-1] != x.shape[:-1]:
+        raise ValueError(f"{fn}: h and x must have the same batch shape, got h {tuple(h.shape)} "
+                         f"and x {tuple(x.shape)}")
+
+
 def init_rnn_cell(key: PRNGKey, in_features: int, hidden: int, *, dtype=None) -> Params:
-    """``{"w_x": (in_features, hidden), "w_h": (hidden, hidden), "b": (hidden,)}``."""
+    """Elman-cell parameters ``{"w_x": (in_features, hidden), "w_h": (hidden, hidden),
+    "b": (hidden,)}``, each ``U(-1/√hidden, 1/√hidden)``; ``dtype`` defaults to JAX's float."""
+    _check_sizes("init_rnn_cell", in_features, hidden)
     dtype = dtype or jnp.result_type(float)
     kx, kh, kb = jax.random.split(key, 3)
     return {"w_x": _uniform(kx, (in_features, hidden), hidden, dtype),
@@ -41,21 +87,25 @@ def init_rnn_cell(key: PRNGKey, in_features: int, hidden: int, *, dtype=None) ->
 
 
 def rnn_cell(params: Params, h: Array, x: Array) -> Array:
-    r"""Elman cell :math:`h' = \tanh(x W_x + h W_h + b)`.
+    r"""Elman cell :math:`h' = \tanh(x W_x + h W_h + b)` (Elman, 1990).
 
     Args:
-      params: from ``init_rnn_cell``.
-      h: ``(batch, hidden)``.
-      x: ``(batch, in_features)``.
+      params: ``{"w_x": (in_features, hidden), "w_h": (hidden, hidden), "b": (hidden,)}``.
+      h: ``(batch, hidden)`` (or unbatched ``(hidden,)``).
+      x: ``(batch, in_features)`` (or unbatched ``(in_features,)``).
 
     Returns:
-      ``(batch, hidden)``.
+      ``(batch, hidden)``, in the promoted dtype of ``params``, ``h`` and ``x``.
     """
+    x = jnp.asarray(x)
+    _check_cell_inputs("rnn_cell", params, ("w_x", "w_h", "b"), h, x)
     return jnp.tanh(x @ params["w_x"] + h @ params["w_h"] + params["b"])
 
 
 def init_lstm_cell(key: PRNGKey, in_features: int, hidden: int, *, dtype=None) -> Params:
-    """``{"w_x": (in, 4H), "w_h": (H, 4H), "b": (4H,)}``, gates ordered i, f, g, o; forget bias 1."""
+    """LSTM parameters ``{"w_x": (in, 4H), "w_h": (H, 4H), "b": (4H,)}``, gates ordered
+    i, f, g, o; ``U(-1/√H, 1/√H)`` except the forget-gate bias, which starts at 1."""
+    _check_sizes("init_lstm_cell", in_features, hidden)
     dtype = dtype or jnp.result_type(float)
     kx, kh, kb = jax.random.split(key, 3)
     b = _uniform(kb, (4 * hidden,), hidden, dtype).at[hidden:2 * hidden].set(1.0)
@@ -72,14 +122,22 @@ def lstm_cell(params: Params, carry: Tuple[Array, Array], x: Array) -> Tuple[Arr
        c' = \sigma(f) c + \sigma(i) \tanh(g), \quad h' = \sigma(o) \tanh(c')
 
     Args:
-      params: from ``init_lstm_cell``.
-      carry: ``(h, c)``, each ``(batch, hidden)``.
+      params: ``{"w_x": (in_features, 4H), "w_h": (H, 4H), "b": (4H,)}`` from ``init_lstm_cell``.
+      carry: the pair ``(h, c)``, each ``(batch, H)``.
       x: ``(batch, in_features)``.
 
     Returns:
-      ``(h', c')``.
+      The new pair ``(h', c')`` (always a tuple), each ``(batch, H)``.
     """
+    if not isinstance(carry, (tuple, list)) or len(carry) != 2:
+        raise ValueError(f"lstm_cell: carry must be a pair (h, c) of (batch, hidden) arrays, "
+                         f"got {_describe(carry)}")
     h, c = carry
+    x = jnp.asarray(x)
+    _check_cell_inputs("lstm_cell", params, ("w_x", "w_h", "b"), h, x)
+    if not hasattr(c, "shape") or c.shape != h.shape:
+        raise ValueError(f"lstm_cell: c (carry[1]) must have the shape of h {tuple(h.shape)}, "
+                         f"got {_describe(c)}")
     i, f, g, o = jnp.split(x @ params["w_x"] + h @ params["w_h"] + params["b"], 4, axis=-1)
     c = sigmoid(f) * c + sigmoid(i) * jnp.tanh(g)
     h = sigmoid(o) * jnp.tanh(c)
@@ -87,7 +145,9 @@ def lstm_cell(params: Params, carry: Tuple[Array, Array], x: Array) -> Tuple[Arr
 
 
 def init_gru_cell(key: PRNGKey, in_features: int, hidden: int, *, dtype=None) -> Params:
-    """``{"w_x": (in, 3H), "w_h": (H, 3H), "b_x": (3H,), "b_h": (3H,)}``, gates ordered r, z, n."""
+    """GRU parameters ``{"w_x": (in, 3H), "w_h": (H, 3H), "b_x": (3H,), "b_h": (3H,)}``, gates
+    ordered r, z, n, each ``U(-1/√H, 1/√H)``."""
+    _check_sizes("init_gru_cell", in_features, hidden)
     dtype = dtype or jnp.result_type(float)
     kx, kh, kbx, kbh = jax.random.split(key, 4)
     return {"w_x": _uniform(kx, (in_features, 3 * hidden), hidden, dtype),
@@ -104,7 +164,17 @@ def gru_cell(params: Params, h: Array, x: Array) -> Array:
        z = \sigma(x W_{xz} + b_{xz} + h W_{hz} + b_{hz}),\;
        n = \tanh(x W_{xn} + b_{xn} + r (h W_{hn} + b_{hn})),\;
        h' = (1 - z) n + z h
+
+    Args:
+      params: ``{"w_x": (in_features, 3H), "w_h": (H, 3H), "b_x": (3H,), "b_h": (3H,)}``.
+      h: ``(batch, H)``.
+      x: ``(batch, in_features)``.
+
+    Returns:
+      ``(batch, H)``.
     """
+    x = jnp.asarray(x)
+    _check_cell_inputs("gru_cell", params, ("w_x", "w_h", "b_x", "b_h"), h, x)
     xr, xz, xn = jnp.split(x @ params["w_x"] + params["b_x"], 3, axis=-1)
     hr, hz, hn = jnp.split(h @ params["w_h"] + params["b_h"], 3, axis=-1)
     r = sigmoid(xr + hr)
@@ -114,13 +184,18 @@ def gru_cell(params: Params, h: Array, x: Array) -> Array:
 
 
 def unroll(cell: Cell, params: Params, h0: PyTree, xs: ArrayLike) -> Tuple[PyTree, Array]:
-    """Run ``cell`` over the time axis of ``xs`` with ``lax.scan``.
+    r"""Run ``cell`` over the time axis of ``xs`` with ``lax.scan``:
+    :math:`h_t = \mathrm{cell}(\theta, h_{t-1}, x_t)`, :math:`t = 1..T`.
+
+    Differentiating a loss of the result with ``jax.grad`` is backpropagation through time
+    (Werbos, 1990). ``h0`` and ``xs`` are cast to the promoted dtype of ``params``, ``h0`` and
+    ``xs``, so the scan carry keeps one dtype (float32 stays float32).
 
     Args:
       cell: ``rnn_cell``, ``gru_cell``, ``lstm_cell`` or any ``cell(params, carry, x_t) -> carry``.
       params: the cell's parameters.
-      h0: initial carry: ``(batch, hidden)``, or ``(h0, c0)`` for the LSTM.
-      xs: ``(batch, time, features)``.
+      h0: initial carry: ``(batch, hidden)``, or the pair ``(h0, c0)`` for the LSTM.
+      xs: ``(batch, time, features)`` — time is the second axis.
 
     Returns:
       ``(h_last, hs)``: the final carry (same structure as ``h0``) and the hidden states
@@ -128,10 +203,23 @@ def unroll(cell: Cell, params: Params, h0: PyTree, xs: ArrayLike) -> Tuple[PyTre
     """
     xs = jnp.asarray(xs)
     check_ndim("unroll", "xs", xs, 3, "(batch, time, features)")
-    h_first = h0[0] if isinstance(h0, tuple) else h0
-    if jnp.ndim(h_first) != 2 or h_first.shape[0] != xs.shape[0]:
-        raise ValueError(f"unroll: h0 must be (batch, hidden) with batch = {xs.shape[0]} "
-                         f"(xs's first axis), got shape {tuple(jnp.shape(h_first))}")
+    if isinstance(h0, list):
+        h0 = tuple(h0)
+    batch = xs.shape[0]
+    for leaf in jax.tree_util.tree_leaves(h0):
+        if jnp.ndim(leaf) != 2 or jnp.shape(leaf)[0] != batch:
+            raise ValueError(f"unroll: h0 must be (batch, hidden) (or a pair of them for the "
+                             f"LSTM) with batch = {batch} (xs's first axis), got "
+                             f"{_describe(jnp.asarray(leaf))}")
+    if isinstance(params, Mapping) and "w_x" in params and xs.shape[2] != params["w_x"].shape[0]:
+        raise ValueError(f"unroll: xs must have {params['w_x'].shape[0]} features (rows of "
+                         f"params['w_x'] of shape {tuple(params['w_x'].shape)}) on its last axis, "
+                         f"got shape {tuple(xs.shape)}")
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(params), *jax.tree_util.tree_leaves(h0),
+                            xs)
+    check_floating("unroll", "params, h0 and xs (promoted together)", dtype)
+    h0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), h0)
+    xs = xs.astype(dtype)
 
     def step(carry, x_t):
         carry = cell(params, carry, x_t)
