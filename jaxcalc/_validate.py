@@ -63,3 +63,11 @@ def check_positive(fn: str, name: str, value, *, allow_zero: bool = False) -> No
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{fn}: {name} must be {bound}, got {value!r}")
+
+
+def check_shape(fn: str, name: str, x, shape: Sequence[int], layout: str = "") -> None:
+    """Raise ValueError unless ``x.shape`` equals ``shape`` exactly (no broadcasting)."""
+    want, got = tuple(shape), tuple(np.shape(x))
+    if got != want:
+        hint = f" {layout}" if layout else ""
+        raise ValueError(f"{fn}: {name} must have shape {want}{hint}, got shape {got}")
