@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from jaxcalc import derivatives, models, trainers
+from jaxcalc import derivatives, losses, models, trainers
 from jaxcalc.trainers import _second_order
 
 F64_EXACT = 1e-12   # closed form vs closed form in float64 (same arithmetic up to round-off)
@@ -621,10 +622,10 @@ def test_armijo_takes_no_step_when_no_decrease_is_found():
 
 LM_CASES = [  # (actual Δf, predicted Δm, loss, expected factor on λ = 0.3, expected ρ)
     (-0.1, -1.0, 1.0, 1.5, 0.1),            # ρ < 1/4: grow
-    (2.0, -1.0, 1.0, 1.5, -2.0),            # uphill: grow
+    (2.0, -1.0, 1.0, 4.0, -2.0),            # uphill: reject, grow ×4
     (-0.5, -1.0, 1.0, 1.0, 0.5),            # keep
     (-0.9, -1.0, 1.0, 2 / 3, 0.9),          # ρ > 3/4: shrink
-    (np.nan, -1.0, 1.0, 1.5, -1.0),         # non-finite / failed search: grow
+    (np.nan, -1.0, 1.0, 4.0, -1.0),         # non-finite / failed search: reject, grow ×4
     (0.0, -1e-20, 1.0, 2 / 3, 1.0),         # |Δm| below round-off of f: ρ = 1, not noise
     (-1e-20, -1e-20, 0.0, 2 / 3, 1.0),      # f = 0 resolves any Δm ≠ 0
 ]
@@ -632,22 +633,25 @@ LM_CASES = [  # (actual Δf, predicted Δm, loss, expected factor on λ = 0.3, e
 
 @pytest.mark.parametrize("actual,predicted,loss,factor,rho", LM_CASES)
 def test_levenberg_marquardt_rule(actual, predicted, loss, factor, rho):
-    new, got_rho = _second_order.levenberg_marquardt(jnp.array(0.3), jnp.array(actual),
-                                                     jnp.array(predicted), jnp.array(loss))
+    new, got_rho, accept = _second_order.levenberg_marquardt(
+        jnp.array(0.3), jnp.array(actual), jnp.array(predicted), jnp.array(loss))
     np.testing.assert_allclose(float(got_rho), rho, rtol=1e-14)
+    assert bool(accept) == (rho > 0)
     np.testing.assert_allclose(float(new), 0.3 * factor, rtol=1e-14)
 
 
 def test_levenberg_marquardt_floors_the_damping():
-    new, _ = _second_order.levenberg_marquardt(jnp.array(0.0), jnp.array(-1.0), jnp.array(-1.0),
-                                               jnp.array(1.0))
+    new, _, _ = _second_order.levenberg_marquardt(jnp.array(0.0), jnp.array(-1.0),
+                                                  jnp.array(-1.0), jnp.array(1.0))
     assert float(new) == _second_order.LM_FLOOR
-    new, _ = _second_order.levenberg_marquardt(jnp.array(0.0), jnp.array(1.0), jnp.array(-1.0),
-                                               jnp.array(1.0))
-    assert float(new) == _second_order.LM_FLOOR * 1.5
+    new, _, _ = _second_order.levenberg_marquardt(jnp.array(0.0), jnp.array(1.0),
+                                                  jnp.array(-1.0), jnp.array(1.0))
+    assert float(new) == _second_order.LM_FLOOR * _second_order.LM_REJECT_GROW
 
 
 def _expected_lm(lam, rho):
+    if rho <= 0:
+        return max(lam, _second_order.LM_FLOOR) * _second_order.LM_REJECT_GROW
     if rho < 0.25:
         return max(lam, _second_order.LM_FLOOR) * 1.5
     if rho > 0.75:
@@ -664,7 +668,7 @@ def test_newton_damping_adapts_by_the_levenberg_marquardt_rule():
     params = {"x": jnp.array([-1.2, 1.0])}
     state = trainer.init(params)
     seen = set()
-    for _ in range(25):
+    for _ in range(40):  # 29 steps reach 1e-8, 3 of them rejected
         lam = float(state["damping"])
         new, state, metrics = step(params, state, DUMMY_BATCH)
         x, x_new = np.asarray(params["x"]), np.asarray(new["x"])
@@ -679,10 +683,13 @@ def test_newton_damping_adapts_by_the_levenberg_marquardt_rule():
             assert abs(float(metrics["rho"]) - rho) <= tol, (rho, metrics["rho"])
             seen.add("grow" if rho < 0.25 else "shrink" if rho > 0.75 else "keep")
         rho = float(metrics["rho"])
+        if rho <= 0:  # rejected: no move, λ·4
+            seen.add("reject")
+            chex.assert_trees_all_equal(new, params)
         assert float(metrics["damping"]) == lam  # H + λI stays PD on this path
         np.testing.assert_allclose(float(state["damping"]), _expected_lm(lam, rho), rtol=1e-14)
         params = new
-    assert {"grow", "shrink"} <= seen
+    assert "shrink" in seen and seen & {"grow", "reject"}  # λ moved both ways on this path
     np.testing.assert_allclose(np.asarray(params["x"]), [1.0, 1.0], atol=1e-8)
 
 
@@ -940,3 +947,60 @@ def test_gauss_newton_step_needs_targets_in_the_batch():
     params = lsq_init()
     with pytest.raises(ValueError, match="gauss_newton' needs batch"):
         trainer.step(params, trainer.init(params), (LSQ_X,))
+
+
+def _diverging_softmax_problem():
+    """A tanh MLP on random labels where a damping of 1e-3 makes the first full NG step go uphill."""
+    model = models.mlp([4, 16, 3], "tanh")
+    _, params = model.init(jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (32, 4))
+    labels = jnp.arange(32) % 3
+    loss = lambda p, b: losses.softmax_cross_entropy(model.apply(p, b[0]), b[1])
+    return model, params, (x, labels), loss
+
+
+def test_natural_gradient_rejects_uphill_steps_when_adapting_damping():
+    """Levenberg-Marquardt semantics: with adapt_damping a step that raises the loss is not taken
+    (params unchanged, step_size 0) and λ grows ×4, so full-batch losses never increase; without
+    adaptation the same configuration blows up."""
+    model, params, batch, loss = _diverging_softmax_problem()
+    kwargs = dict(damping=1e-3, fisher="true", solver="cg", apply_fn=model.apply,
+                  likelihood="categorical")
+    plain = trainers.natural_gradient(loss, 1.0, **kwargs)
+    _, _, plain_metrics = run(plain, params, batch, 6)
+    assert np.max(np.asarray(plain_metrics["loss"])) > 10 * float(plain_metrics["loss"][0])
+
+    adaptive = trainers.natural_gradient(loss, 1.0, adapt_damping=True, **kwargs)
+    step = jax.jit(adaptive.step)
+    state, rejected, initial = adaptive.init(params), 0, float(loss(params, batch))
+    for _ in range(10):
+        lam = float(state["damping"])
+        new, state, metrics = step(params, state, batch)
+        if float(metrics["rho"]) <= 0:
+            rejected += 1
+            assert float(metrics["step_size"]) == 0.0
+            chex.assert_trees_all_equal(new, params)
+            assert float(state["damping"]) == pytest.approx(lam * _second_order.LM_REJECT_GROW)
+        else:
+            assert float(loss(new, batch)) < float(metrics["loss"])
+        params = new
+    assert rejected >= 1
+    assert float(loss(params, batch)) < 0.9 * initial
+
+
+def test_newton_without_line_search_rejects_uphill_steps_when_adapting_damping():
+    """On the indefinite x² − y² + y⁴/4, an undamped full Newton step from near the saddle's
+    basin can go uphill; with adapt_damping it is rejected and the loss never increases."""
+    f = lambda p, b: p["x"] ** 2 - p["y"] ** 2 + p["y"] ** 4 / 4
+    trainer = trainers.newton(f, damping=1e-6, line_search=False, adapt_damping=True,
+                              learning_rate=1.0)
+    step = jax.jit(trainer.step)
+    params = {"x": jnp.array(0.5), "y": jnp.array(0.05)}
+    state = trainer.init(params)
+    previous = float(f(params, None))
+    for _ in range(30):
+        params, state, metrics = step(params, state, DUMMY_BATCH)
+        now = float(f(params, None))
+        assert now <= previous + 1e-15
+        previous = now
+    np.testing.assert_allclose(previous, -1.0, atol=1e-8)  # the minima at y = ±√2

@@ -43,8 +43,10 @@ def natural_gradient(loss_fn: LossFn, learning_rate: float, *, damping: float = 
       solver: ``"dense"`` (Cholesky of the n×n matrix; raises the damping if it is singular) or
         ``"cg"`` (matrix-free ``jax.scipy.sparse.linalg.cg`` on Fisher-vector products, at most
         ``cg_maxiter`` iterations, warm-free, to its default relative residual of 1e-5).
-      adapt_damping: adapt λ by the Levenberg-Marquardt rule from the reduction ratio of the
-        quadratic model :math:`m(\delta) = g^\top\delta + \frac12 \delta^\top F \delta`.
+      adapt_damping: adapt λ by the Levenberg-Marquardt rule from the reduction ratio ρ of the
+        quadratic model :math:`m(\delta) = g^\top\delta + \frac12 \delta^\top F \delta`; a step
+        that does not decrease the batch loss (ρ ≤ 0) is rejected (params unchanged,
+        ``step_size`` 0) and λ grows ×4. Costs one extra loss evaluation per step.
       key: PRNG key for ``fisher="mc"`` (default ``PRNGKey(0)``), split every step.
 
     State: ``{"damping": λ, "key": key}``. Metrics: ``loss``, ``grad_norm``, ``damping`` (the λ
@@ -112,8 +114,10 @@ def natural_gradient(loss_fn: LossFn, learning_rate: float, *, damping: float = 
             predicted = optax.tree_utils.tree_vdot(grads, delta) + 0.5 * optax.tree_utils.tree_vdot(
                 delta, curvature_vp(delta))
             actual = loss_fn(new_params, batch) - loss
-            new_lam, metrics["rho"] = levenberg_marquardt(jnp.maximum(lam, lam_used), actual,
-                                                          predicted, loss)
+            new_lam, metrics["rho"], accept = levenberg_marquardt(jnp.maximum(lam, lam_used),
+                                                                  actual, predicted, loss)
+            new_params = optax.tree_utils.tree_where(accept, new_params, params)
+            metrics["step_size"] = jnp.where(accept, lr, jnp.zeros_like(lr))
         return new_params, {"damping": new_lam, "key": key}, metrics
 
     return Trainer(init, step)

@@ -46,7 +46,8 @@ def newton(loss_fn: LossFn, *, learning_rate: float = 1.0, damping: float = 0.0,
         :math:`t_0 d`.
       adapt_damping: Levenberg-Marquardt adaptation of λ from the reduction ratio ρ of the
         quadratic model :math:`g^\top\delta + \frac12\delta^\top C\delta` (``C = |H|`` for
-        saddle-free) over the step taken.
+        saddle-free) over the step taken; a step with ρ ≤ 0 is rejected (params unchanged,
+        ``step_size`` 0) and λ grows ×4 (Marquardt, 1963).
       cg_maxiter: CG iterations per step.
 
     State: ``{"damping": λ}``. Metrics: ``loss``, ``grad_norm``, ``damping`` (the λ used),
@@ -117,8 +118,10 @@ def newton(loss_fn: LossFn, *, learning_rate: float = 1.0, damping: float = 0.0,
             delta = t * d
             predicted = jnp.vdot(flat_g, delta) + 0.5 * jnp.vdot(delta, curvature_mv(delta))
             actual = jnp.where(t > 0, f_new - loss, jnp.nan)  # t = 0: the line search failed
-            new_lam, metrics["rho"] = levenberg_marquardt(jnp.maximum(lam, lam_used), actual,
-                                                          predicted, loss)
+            new_lam, metrics["rho"], accept = levenberg_marquardt(jnp.maximum(lam, lam_used),
+                                                                  actual, predicted, loss)
+            t = jnp.where(accept, t, jnp.zeros_like(t))
+            new_flat = flat_p + t * d
         metrics.update(loss=loss, grad_norm=jnp.linalg.norm(flat_g), damping=lam_used,
                        step_size=t.astype(loss.dtype))
         return unravel(new_flat), {"damping": new_lam}, metrics

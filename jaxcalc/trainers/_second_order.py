@@ -19,6 +19,7 @@ BACKTRACK = 0.5         # step shrink factor per backtrack
 MAX_BACKTRACKS = 40     # 0.5**40 ≈ 1e-12: past that the step is taken as zero
 LM_SHRINK = 2.0 / 3.0   # Levenberg-Marquardt rule (Martens, 2010): ρ > 3/4 → λ·2/3
 LM_GROW = 1.5           #                                           ρ < 1/4 → λ·3/2
+LM_REJECT_GROW = 4.0    # a rejected step (ρ ≤ 0): λ·4 before the next try
 LM_FLOOR = 1e-8         # damping never adapts below this (relative to the curvature scale 1)
 
 
@@ -173,16 +174,18 @@ def armijo(f: Callable[[Array], Array], x: Array, d: Array, f0: Array, slope: Ar
 
 
 def levenberg_marquardt(damping: Array, actual: Array, predicted: Array,
-                        loss: Array) -> Tuple[Array, Array]:
-    r"""Adapt λ from the reduction ratio :math:`\rho = \Delta f / \Delta m` (Martens, 2010).
+                        loss: Array) -> Tuple[Array, Array, Array]:
+    r"""Adapt λ from the reduction ratio :math:`\rho = \Delta f / \Delta m`, rejecting bad steps.
 
     :math:`\Delta f = f(\theta + \delta) - f(\theta)` is the actual change of the loss and
     :math:`\Delta m = g^\top\delta + \frac12 \delta^\top C \delta` the change the quadratic model
-    predicted. :math:`\rho < 1/4` (the model overestimates the decrease) → λ·3/2;
-    :math:`\rho > 3/4` (the model is trustworthy) → λ·2/3, never below ``LM_FLOOR``. A
-    non-finite :math:`\Delta f` (or a failed line search, passed as NaN) gives ρ = −1 → λ·3/2.
-    When :math:`|\Delta m| \le \epsilon |f(\theta)|` the two changes are both zero to round-off
-    (at a minimizer, where ρ would be noise): ρ = 1.
+    predicted. A step with :math:`\rho \le 0` (the loss went up, or is not finite — a failed line
+    search is passed as NaN) is *rejected* and λ is multiplied by ``LM_REJECT_GROW``, as in
+    Marquardt's algorithm (1963; Nocedal & Wright, §10.3): the caller keeps the old parameters.
+    An accepted step adapts λ by Martens' (2010) rule: :math:`\rho < 1/4` (the model overestimates
+    the decrease) → λ·3/2; :math:`\rho > 3/4` (the model is trustworthy) → λ·2/3, never below
+    ``LM_FLOOR``. When :math:`|\Delta m| \le \epsilon |f(\theta)|` both changes are round-off (at a
+    minimizer, where ρ would be noise): ρ = 1 and the step is accepted.
 
     Args:
       damping: scalar λ.
@@ -191,12 +194,14 @@ def levenberg_marquardt(damping: Array, actual: Array, predicted: Array,
       loss: scalar f(θ), whose magnitude sets the round-off level.
 
     Returns:
-      ``(new_damping, rho)`` in the dtype of ``damping``.
+      ``(new_damping, rho, accept)``; λ and ρ in the dtype of ``damping``, ``accept`` a bool.
     """
     resolvable = jnp.abs(predicted) > jnp.finfo(jnp.result_type(loss)).eps * jnp.abs(loss)
     rho = jnp.where(resolvable, actual / jnp.where(resolvable, predicted, 1.0), 1.0)
     rho = jnp.where(jnp.isfinite(actual) & jnp.isfinite(rho), rho, -1.0)
-    grow = jnp.maximum(damping, LM_FLOOR) * LM_GROW
+    accept = rho > 0
+    base = jnp.maximum(damping, LM_FLOOR)
     shrink = jnp.maximum(damping * LM_SHRINK, LM_FLOOR)
-    new = jnp.where(rho < 0.25, grow, jnp.where(rho > 0.75, shrink, damping))
-    return new.astype(damping.dtype), rho.astype(damping.dtype)
+    adapted = jnp.where(rho < 0.25, base * LM_GROW, jnp.where(rho > 0.75, shrink, damping))
+    new = jnp.where(accept, adapted, base * LM_REJECT_GROW)
+    return new.astype(damping.dtype), rho.astype(damping.dtype), accept
