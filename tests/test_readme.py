@@ -11,12 +11,18 @@ def _blocks(lang):
     return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
 
 
-def test_quickstart_runs(capsys):
-    (code,) = _blocks("python")
-    exec(compile(code, "README.md quickstart", "exec"), {})
+def test_quickstart_and_training_example_run(capsys):
+    quickstart, train = _blocks("python")
+    namespace = {}
+    exec(compile(quickstart, "README.md quickstart", "exec"), namespace)
+    exec(compile(train, "README.md training example", "exec"), namespace)
     out = capsys.readouterr().out
     assert "0.2350037122015945" in out
     assert "largest Hessian eigenvalues" in out
+    ng_losses = namespace["history"]["loss"]  # the natural-gradient run, the last one
+    assert ng_losses[-1] < 0.75 * ng_losses[0]
+    assert all(b <= a for a, b in zip(ng_losses, ng_losses[1:]))  # full batch + LM: monotone
+    assert "Newton loss per epoch" in out
 
 
 def test_ci_runs_the_readme_test_command():
