@@ -71,3 +71,18 @@ def check_shape(fn: str, name: str, x, shape: Sequence[int], layout: str = "") -
     if got != want:
         hint = f" {layout}" if layout else ""
         raise ValueError(f"{fn}: {name} must have shape {want}{hint}, got shape {got}")
+
+
+def check_batch(fn: str, batch, name: str = "batch"):
+    """Check ``batch`` is a non-empty tuple (or list) of arrays sharing a leading axis ``N``.
+
+    Returns:
+      ``(tuple(batch), N)``.
+    """
+    if not isinstance(batch, (tuple, list)) or len(batch) == 0:
+        raise ValueError(f"{fn}: {name} must be a non-empty tuple of arrays (inputs, targets, ...) "
+                         f"with a common leading axis N, got {type(batch).__name__}")
+    shapes = [tuple(np.shape(a)) for a in batch]
+    if any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) != 1:
+        raise ValueError(f"{fn}: {name} arrays must share a leading dimension N, got shapes {shapes}")
+    return tuple(batch), shapes[0][0]

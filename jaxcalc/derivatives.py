@@ -26,8 +26,8 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from jaxcalc._types import Array, Batch, Params, PRNGKey, PyTree
-from jaxcalc._validate import (check_choice, check_floating, check_ndim, check_positive,
-                               check_same_structure, check_scalar_output)
+from jaxcalc._validate import (check_batch, check_choice, check_floating, check_ndim,
+                               check_positive, check_same_structure, check_scalar_output)
 
 LIKELIHOODS = ("categorical", "bernoulli", "gaussian")
 _DEFAULT_CHUNK = 256  # basis vectors per batched product when building a dense matrix
@@ -91,23 +91,10 @@ def _linearized_model(apply_fn, params, inputs):
     return out, jvp_fn, lambda u: transpose(u)[0]
 
 
-def _check_batch(fn: str, batch: Batch) -> int:
-    """Number of examples ``N``; ValueError unless all arrays of ``batch`` share leading axis."""
-    leaves = jax.tree_util.tree_leaves(batch)
-    if not leaves:
-        raise ValueError(f"{fn}: batch must hold at least one array with a leading example axis, "
-                         f"got {batch!r}")
-    shapes = [tuple(np.shape(a)) for a in leaves]
-    if any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) != 1:
-        raise ValueError(f"{fn}: every array in batch must have the same leading (example) "
-                         f"dimension; got shapes {shapes}")
-    return shapes[0][0]
-
-
 def _example_loss(fn: str, loss_fn, params: Params, batch: Batch):
     """``(θ, example) ↦ loss_fn(θ, example as a batch of one)``, for ``vmap`` over ``batch``."""
     _check_params(fn, params)
-    _check_batch(fn, batch)
+    batch = check_batch(fn, batch)[0]
     first = jax.eval_shape(
         lambda p, b: loss_fn(p, jax.tree_util.tree_map(lambda a: a[:1], b)), params, batch)
     check_scalar_output(fn, "loss_fn", first)

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcalc._types import Batch, LossFn, Params, PRNGKey, PyTree
+from jaxcalc._validate import check_batch
 from jaxcalc.trainers import Trainer
 
 logger = logging.getLogger(__name__)
@@ -89,9 +90,8 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
         when no epoch was good.
       ValueError, TypeError: on bad arguments, naming the argument.
     """
-    train_data = _check_data("fit", "train_data", train_data)
+    train_data, n = check_batch("fit", train_data, "train_data")
     epochs = _check_int("fit", "epochs", epochs, 0)
-    n = int(np.shape(train_data[0])[0])
     if n < 1:
         raise ValueError("fit: train_data must hold at least one example, got leading dimension 0")
     if batch_size is not None:
@@ -190,18 +190,6 @@ def _check_int(fn: str, name: str, value, low: int, alternative: str = "") -> in
         hint = f" {alternative}" if alternative else ""
         raise ValueError(f"{fn}: {name} must be an integer >= {low}{hint}, got {value!r}")
     return number
-
-
-def _check_data(fn: str, name: str, data) -> Batch:
-    """``data`` as a tuple of arrays sharing a leading axis; ValueError naming ``name`` if not."""
-    if not isinstance(data, (tuple, list)) or len(data) == 0:
-        raise ValueError(f"{fn}: {name} must be a non-empty tuple of arrays (inputs, targets, ...) "
-                         f"with a common leading axis N, got {type(data).__name__}")
-    shapes = [tuple(np.shape(a)) for a in data]
-    if any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) != 1:
-        raise ValueError(f"{fn}: {name} arrays must share a leading dimension N, "
-                         f"got shapes {shapes}")
-    return tuple(data)
 
 
 def _all_finite(tree: PyTree) -> jax.Array:

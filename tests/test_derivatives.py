@@ -549,11 +549,11 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match=r"fisher_vp: apply_fn\(params, inputs\) must be \(N,\) "
                                          r"or \(N, 1\) logits .*got shape \(5, 2\)"):
         D.fisher_vp(apply, params, x, "bernoulli", v)
-    with pytest.raises(ValueError, match=r"empirical_fisher_matrix: every array in batch must "
-                                         r"have the same leading \(example\) dimension; got "
+    with pytest.raises(ValueError, match=r"empirical_fisher_matrix: batch arrays must share a "
+                                         r"leading dimension N, got "
                                          r"shapes \[\(5, 3\), \(4,\)\]"):
         D.empirical_fisher_matrix(loss_fn, params, (x, y[:4]))
-    with pytest.raises(ValueError, match=r"empirical_fisher_vp: every array in batch"):
+    with pytest.raises(ValueError, match=r"empirical_fisher_vp: batch arrays must share"):
         D.empirical_fisher_vp(loss_fn, params, (x, y[:4]), v)
     with pytest.raises(ValueError, match=r"empirical_fisher_vp: loss_fn must return a scalar"):
         D.empirical_fisher_vp(lambda p, b: apply(p, b[0]), params, (x, y), v)

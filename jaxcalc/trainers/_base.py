@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxcalc import _validate
 from jaxcalc._types import Array, Batch, LossFn, Params, PyTree
 
 Metrics = Dict[str, Array]
@@ -56,14 +57,7 @@ def check_damping(fn: str, damping: Any) -> None:
 
 def check_batch(fn: str, batch: Any) -> Batch:
     """Check ``batch`` is a non-empty tuple of arrays that agree on the leading dimension."""
-    if not isinstance(batch, (tuple, list)) or len(batch) == 0:
-        raise ValueError(f"{fn}: batch must be a non-empty tuple of arrays (inputs, targets, ...), "
-                         f"got {type(batch).__name__}")
-    sizes = [np.shape(a)[0] if np.ndim(a) >= 1 else None for a in batch]
-    if None in sizes or len(set(sizes)) != 1:
-        shapes = [tuple(np.shape(a)) for a in batch]
-        raise ValueError(f"{fn}: batch arrays must share a leading batch dimension, got shapes {shapes}")
-    return tuple(batch)
+    return _validate.check_batch(fn, batch)[0]
 
 
 def value_and_grad(fn: str, loss_fn: LossFn, params: Params, batch: Batch) -> Tuple[Array, Params]:
