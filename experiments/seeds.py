@@ -23,6 +23,7 @@ import numpy as np
 from jaxcalc import activations, layers, losses, models
 from jaxcalc.runner import experiment_main
 
+ORDER = 10
 DESCRIPTION = "every number printed in the seed notes, recomputed with jaxcalc beside its reference"
 DEFAULT_CONFIG: Dict[str, Any] = {"seed": 0, "linreg_epochs": 100, "plots": True}
 QUICK_CONFIG: Dict[str, Any] = {}

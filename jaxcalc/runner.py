@@ -1,6 +1,7 @@
 """Running experiments: configuration, output folders, results and summaries.
 
-An experiment is a module ``experiments/NAME.py`` that defines
+An experiment is a module ``experiments/NAME.py`` (found by scanning the package; modules
+named ``_*`` are helpers, not experiments) that defines
 
 * ``DESCRIPTION`` — one line shown by ``jaxcalc list``;
 * ``DEFAULT_CONFIG`` — a dict of every setting with its default (its types are the types
@@ -9,7 +10,9 @@ An experiment is a module ``experiments/NAME.py`` that defines
 * ``run(config) -> dict`` — does the work; ``config["out_dir"]`` is the folder for plots;
 * ``main()`` — ``return experiment_main(__name__)``, so ``python experiments/NAME.py`` takes the
   same flags as ``jaxcalc run NAME``;
-* optionally ``summarize(results) -> str`` — the short table printed at the end.
+* optionally ``summarize(results) -> str`` — the short table printed at the end,
+  ``exit_status(results) -> int`` — the command's exit code (default 0), and ``ORDER`` — an int
+  that places it in ``jaxcalc list`` (default 100).
 
 ``run_experiment`` writes ``config.json`` and ``results.json`` (and the experiment's PNGs) to
 ``results/NAME/<timestamp>/`` or ``--out``.
@@ -23,6 +26,7 @@ import importlib
 import json
 import math
 import os
+import pkgutil
 import sys
 import tempfile
 from pathlib import Path
@@ -31,8 +35,16 @@ from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-EXPERIMENTS: Tuple[str, ...] = ("seeds",)
-"""Registered experiment names, in the order ``jaxcalc list`` shows them."""
+
+def experiment_names() -> Tuple[str, ...]:
+    """Every module of the ``experiments`` package that is not private (``_*``), ordered by its
+    ``ORDER`` attribute (default 100) and then by name — the order ``jaxcalc list`` shows."""
+    _ensure_experiments_importable()
+    package = importlib.import_module("experiments")
+    names = [m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
+    order = {name: getattr(importlib.import_module(f"experiments.{name}"), "ORDER", 100)
+             for name in names}
+    return tuple(sorted(names, key=lambda name: (order[name], name)))
 
 
 class ConfigError(ValueError):
@@ -45,10 +57,9 @@ class UnknownExperimentError(KeyError):
 
 def load_experiment(name: str) -> ModuleType:
     """Import ``experiments.NAME``; raise ``UnknownExperimentError`` listing the valid names."""
-    if name not in EXPERIMENTS:
-        raise UnknownExperimentError(
-            f"unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}")
-    _ensure_experiments_importable()
+    names = experiment_names()
+    if name not in names:
+        raise UnknownExperimentError(f"unknown experiment {name!r}; available: {', '.join(names)}")
     return importlib.import_module(f"experiments.{name}")
 
 
@@ -62,7 +73,7 @@ def _ensure_experiments_importable() -> None:
 
 def describe_experiments() -> List[Tuple[str, str]]:
     """``[(name, one-line description), ...]`` for every registered experiment."""
-    return [(name, load_experiment(name).DESCRIPTION) for name in EXPERIMENTS]
+    return [(name, load_experiment(name).DESCRIPTION) for name in experiment_names()]
 
 
 def parse_value(key: str, text: str, default: Any) -> Any:
@@ -234,7 +245,7 @@ def experiment_main(module_name: str, argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
-    "EXPERIMENTS",
+    "experiment_names",
     "ConfigError",
     "UnknownExperimentError",
     "load_experiment",

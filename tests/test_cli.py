@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_list_prints_every_experiment(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in runner.EXPERIMENTS:
+    for name in runner.experiment_names():
         assert name in out
     assert "seed" in out  # the description of `seeds`
 
