@@ -1,4 +1,5 @@
-"""The ``jaxcalc`` command: ``jaxcalc list`` and ``jaxcalc run NAME [--out DIR] [--quick] [--set k=v]``."""
+"""The ``jaxcalc`` command: ``jaxcalc list``, ``jaxcalc run NAME [--out DIR] [--quick] [--set k=v]``
+and ``jaxcalc check`` (the derivative audit; exit status 1 when any derivative is off)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an experiment; writes config.json, results.json and plots")
     run.add_argument("name", help="experiment name (see `jaxcalc list`)")
     runner.add_run_arguments(run)
+    check = sub.add_parser("check", help="audit every primitive's derivative (closed form vs "
+                           "autodiff vs finite differences); exit 1 if any exceeds its tolerance "
+                           "(= `jaxcalc run derivative_audit`)")
+    runner.add_run_arguments(check)
     return parser
 
 
@@ -29,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, description in rows:
             print(f"{name:<{width}}  {description}")
         return 0
+    if args.command == "check":
+        return runner.run_and_report("derivative_audit", args)
     return runner.run_and_report(args.name, args)
 
 

@@ -107,12 +107,16 @@ def parse_value(key: str, text: str, default: Any) -> Any:
                       "command line")
 
 
-def build_config(module: ModuleType, *, quick: bool = False,
-                 overrides: Iterable[str] = ()) -> Dict[str, Any]:
-    """Defaults, then ``QUICK_CONFIG`` if ``quick``, then each ``key=value`` of ``overrides``."""
-    config = dict(module.DEFAULT_CONFIG)
-    if quick:
-        config.update(getattr(module, "QUICK_CONFIG", {}))
+def build_config(module: ModuleType, *, quick: bool = False, overrides: Iterable[str] = (),
+                 base: Mapping[str, Any] | None = None) -> Dict[str, Any]:
+    """Defaults, then ``QUICK_CONFIG`` if ``quick``, then each ``key=value`` of ``overrides``
+    (or ``base`` in place of the first two)."""
+    if base is not None:
+        config = dict(base)
+    else:
+        config = dict(module.DEFAULT_CONFIG)
+        if quick:
+            config.update(getattr(module, "QUICK_CONFIG", {}))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
@@ -180,14 +184,23 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def run_experiment(name: str, *, out: str | os.PathLike | None = None, quick: bool = False,
-                   overrides: Sequence[str] = ()) -> Tuple[Dict[str, Any], Path]:
+                   overrides: Sequence[str] = (),
+                   settings: Mapping[str, Any] | None = None) -> Tuple[Dict[str, Any], Path]:
     """Run experiment ``name``: write ``config.json``, call ``run``, write ``results.json``.
 
-    Returns ``(results, out_dir)``. Configuration and output-folder errors are raised before
-    the experiment does any work.
+    ``overrides`` are ``key=value`` strings (the CLI's ``--set``); ``settings`` are already typed
+    values applied before them (how ``tour`` configures each study). Returns
+    ``(results, out_dir)``. Configuration and output-folder errors are raised before the
+    experiment does any work.
     """
     module = load_experiment(name)
-    config = build_config(module, quick=quick, overrides=overrides)
+    config = build_config(module, quick=quick)
+    for key, value in (settings or {}).items():
+        if key not in module.DEFAULT_CONFIG:
+            raise ConfigError(f"{name}: unknown setting {key!r}; valid keys: "
+                              f"{', '.join(sorted(module.DEFAULT_CONFIG))}")
+        config[key] = value
+    config = build_config(module, quick=quick, overrides=overrides, base=config)
     out_dir = prepare_out_dir(name, out)
     config["out_dir"] = str(out_dir)
     write_json(out_dir / "config.json", config)
