@@ -42,9 +42,16 @@ def experiment_names() -> Tuple[str, ...]:
     _ensure_experiments_importable()
     package = importlib.import_module("experiments")
     names = [m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
-    order = {name: getattr(importlib.import_module(f"experiments.{name}"), "ORDER", 100)
-             for name in names}
-    return tuple(sorted(names, key=lambda name: (order[name], name)))
+    return tuple(sorted(names, key=lambda name: (_order(name), name)))
+
+
+def _order(name: str) -> int:
+    """A study's ``ORDER``; one that fails to import sorts last (its own run reports why), so a
+    broken study never hides the others."""
+    try:
+        return getattr(importlib.import_module(f"experiments.{name}"), "ORDER", 100)
+    except Exception:  # noqa: BLE001 - any import-time failure of one study
+        return 10**6
 
 
 class ConfigError(ValueError):
@@ -73,7 +80,13 @@ def _ensure_experiments_importable() -> None:
 
 def describe_experiments() -> List[Tuple[str, str]]:
     """``[(name, one-line description), ...]`` for every registered experiment."""
-    return [(name, load_experiment(name).DESCRIPTION) for name in experiment_names()]
+    rows = []
+    for name in experiment_names():
+        try:
+            rows.append((name, load_experiment(name).DESCRIPTION))
+        except Exception as exc:  # noqa: BLE001 - show the others, and why this one failed
+            rows.append((name, f"(cannot be imported: {type(exc).__name__}: {exc})"))
+    return rows
 
 
 def parse_value(key: str, text: str, default: Any) -> Any:

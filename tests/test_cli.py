@@ -108,3 +108,19 @@ def test_console_script_and_python_script_entry_points(tmp_path):
                           str(tmp_path / "o"), "--set", "nope=1"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and "nope" in bad.stderr
+
+
+def test_a_broken_study_does_not_hide_the_others(tmp_path, monkeypatch, capsys):
+    """A study that fails to import is listed with its error, sorts last, and the rest still run.
+    The broken module lives in a temp folder added to the package path of this process only."""
+    import experiments
+    extra = tmp_path / "more_studies"
+    extra.mkdir()
+    (extra / "zz_broken_for_test.py").write_text("raise RuntimeError('half-written study')\n")
+    monkeypatch.setattr(experiments, "__path__", list(experiments.__path__) + [str(extra)])
+    monkeypatch.delitem(sys.modules, "experiments.zz_broken_for_test", raising=False)
+    names = runner.experiment_names()
+    assert names[-1] == "zz_broken_for_test" and "seeds" in names
+    assert cli.main(["list"]) == 0
+    assert "cannot be imported: RuntimeError: half-written study" in capsys.readouterr().out
+    assert cli.main(["run", "seeds", "--out", str(tmp_path / "o"), "--set", "plots=false"]) == 0
