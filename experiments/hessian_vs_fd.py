@@ -105,6 +105,8 @@ DEFAULT_CONFIG: Dict[str, Any] = {
 }
 QUICK_CONFIG: Dict[str, Any] = {"models": ["mlp"], "batch": 4, "steps_per_decade": 1,
                                 "exact_repeats": 5, "fast_compile": True}
+# For `jaxcalc run tour`: all three models (the CNN's max-pool kink shows) on a coarser sweep.
+TOUR_CONFIG: Dict[str, Any] = {"steps_per_decade": 1, "fast_compile": True}
 
 MODELS = ("mlp", "cnn", "rnn")
 DTYPES = ("float64", "float32")
