@@ -17,10 +17,10 @@ Tasks (float64 throughout, inside ``jax.enable_x64``):
 * ``spirals`` — the same network with 16 hidden units on two interleaved spirals (2 × 100
   points, synthetic, explicit key); a constant-1 input column stands in for the biases the
   seed's network lacks;
-* ``mlp_digits`` — a tanh MLP 64→16→10 (1210 parameters, cross-entropy) on the digits. 16 hidden
-  units rather than 32: with 32 (2410 parameters) one dense-Hessian Newton step took 5–15 s on
-  the two shared cores (the Hessian is indefinite, so each step also needs its ``eigvalsh``);
-  ``--set mlp_hidden=32`` runs it anyway.
+* ``mlp_digits`` — a tanh MLP 64→16→10 (1210 parameters, cross-entropy) on the digits, 16
+  hidden units rather than 32: with 32 (2410 parameters) one dense-Hessian Newton step took
+  5–15 s on the two shared cores (the Hessian is indefinite, so each step also needs its
+  ``eigvalsh``); ``--set mlp_hidden=32`` runs it anyway.
 
 Trainers (``jaxcalc.trainers``):
 
@@ -31,9 +31,10 @@ Trainers (``jaxcalc.trainers``):
   just below the rate that diverges, hence the early spikes of ``sgd``;
 * ``natgrad_empirical`` / ``natgrad_true`` — :math:`\theta - \eta (F + \lambda I)^{-1} g`,
   η = 1, with the empirical Fisher (mean of per-example gradient outer products) or the true
-  Fisher of the model's predictive distribution (categorical for the cross-entropy tasks,
-  unit-variance Gaussian for the squared-error ones; Amari, 1998; Martens, 2020), dense
-  Cholesky solve, and Levenberg–Marquardt adaptation of λ (from 1e-3) that rejects steps
+  Fisher of the model's predictive distribution (Amari, 1998; Martens, 2020): categorical for
+  the cross-entropy tasks, unit-variance Gaussian for the squared-error ones (half the
+  Gauss–Newton matrix of their mean squared error, so η = 1 tries twice the Gauss–Newton step);
+  dense Cholesky solve, and Levenberg–Marquardt adaptation of λ (from 1e-3) that rejects steps
   raising the loss (``adapt_damping=True``). It is needed everywhere: with a fixed λ = 1e-3 the
   loss rose at 5–23 of the first 30 steps on every task, and the true-Fisher run on
   ``mlp_digits`` diverged to a loss near 9000. The true Fisher carries none of the L2 term's
@@ -54,12 +55,13 @@ magnitude.
 
 Result of the default run (2 shared CPU cores): on the convex task the loss is within 1e-6 of
 its minimum after 5 steps (0.4 s) of dense Newton, 7 steps (0.03 s) of Newton-CG and 5 steps
-(0.9 s) of true-Fisher natural gradient, which then converges only linearly; after 100 steps
+(about 1 s) of true-Fisher natural gradient, which then converges only linearly; after 100 steps
 ``sgd``, ``momentum`` and ``rmsprop`` are still 7e-3, 6e-5 and 2e-2 above it. On ``spirals``
 only Newton fits the data (loss 8.5e-5 dense, 5e-3 CG; 100% and 99.5% accuracy) — every other
-run ends above 0.08, at most 91% accuracy. On ``mlp_digits`` the true Fisher reaches 7e-10 and both Newtons 6e-6 in 100
-steps, against 8e-3 for momentum; Hessian-free Newton gets there in 0.4 s, the dense
-second-order trainers need 14–60 s. Test accuracy (95–98%) hardly depends on the trainer.
+run ends above 0.08, at most 91% accuracy. On ``mlp_digits`` the true Fisher reaches 7e-10 and
+both Newtons 6e-6 in 100 steps, against 8e-3 for momentum; Hessian-free Newton takes 0.4 s for
+its 100 steps, the dense second-order trainers 15–130 s (depending on the machine's load; about
+20 s to pass 1e-3). Test accuracy (95–98%) hardly depends on the trainer.
 
 Plots: ``loss_vs_step.png`` and ``loss_vs_time.png`` — one panel per task, one line per trainer,
 log-scale loss (before each step, and after the last; the time axis is logarithmic too);
@@ -68,8 +70,9 @@ lists final loss, train accuracy (test accuracy on the digits tasks), seconds an
 rejected steps.
 
 Run time on 2 shared CPU cores: the default (200 steps on the toy tasks, 100 on the digits
-tasks) takes about 3 minutes, mostly the dense-curvature steps on the digits; ``--quick``
-(logistic regression on 300 digits and XOR, 20 steps each) about 12 s.
+tasks) takes 3 minutes (5 when the machine is busy), mostly the dense-curvature steps on the
+digits; ``--quick`` (logistic regression on 300 digits, 20 steps per trainer, mostly compile
+time) 8–18 s.
 
 References: Amari, "Natural gradient works efficiently in learning", 1998. Martens, "Deep
 learning via Hessian-free optimization", ICML 2010. Martens, "New insights and perspectives on
@@ -139,8 +142,8 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "learning_rates": LEARNING_RATES,
     "progress": True,           # tqdm bar over the (task, trainer) runs
 }
-QUICK_CONFIG: Dict[str, Any] = {"tasks": ["logreg_digits", "xor"], "steps": 20,
-                                "digits_steps": 20, "digits_train_size": 300}
+QUICK_CONFIG: Dict[str, Any] = {"tasks": ["logreg_digits"], "steps": 20, "digits_steps": 20,
+                                "digits_train_size": 300}
 
 
 class Task(NamedTuple):
@@ -329,9 +332,14 @@ def run(config: Dict[str, Any]) -> Dict[str, Any]:
     if unknown:
         raise ValueError(f"optimizer_comparison: unknown tasks/trainers {unknown}; tasks are "
                          f"{list(TASKS)}, trainers {list(TRAINERS)}")
+    pairs = [(t, r) for t in config["tasks"] for r in config["trainers"]]
+    rates = config["learning_rates"]
+    missing = [f"{t}/{r}" for t, r in pairs if r not in rates.get(t, {})]
+    if missing:
+        raise ValueError(f"optimizer_comparison: learning_rates has no entry for {missing}; it "
+                         "maps task -> trainer -> learning rate")
     start = time.perf_counter()
     runs: Dict[str, Dict[str, Any]] = {}
-    pairs = [(t, r) for t in config["tasks"] for r in config["trainers"]]
     # One OpenBLAS thread for the LAPACK calls behind jax's CPU Cholesky / eigh (scipy's OpenBLAS,
     # which jax loads on first use, hence the import above: threadpoolctl only limits libraries
     # already loaded). On a shared, oversubscribed machine its spinning worker threads made those
@@ -344,7 +352,7 @@ def run(config: Dict[str, Any]) -> Dict[str, Any]:
         for task_name, trainer_name in _common.progress(pairs, desc="optimizer_comparison",
                                                         enabled=config["progress"]):
             task = tasks[task_name]
-            lr = float(config["learning_rates"][task_name][trainer_name])
+            lr = float(rates[task_name][trainer_name])
             steps = config["digits_steps"] if task_name in DIGITS_TASKS else config["steps"]
             result = train(make_trainer(trainer_name, task, lr, config), task, int(steps),
                            evaluators[task_name])
