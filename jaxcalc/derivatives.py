@@ -31,6 +31,9 @@ from jaxcalc._validate import (check_batch, check_choice, check_floating, check_
 
 LIKELIHOODS = ("categorical", "bernoulli", "gaussian")
 _DEFAULT_CHUNK = 256  # basis vectors per batched product when building a dense matrix
+# hessian_matrix's default: small chunks keep each batch of HVP intermediates small, and on CPU
+# 16 ran 1.4-1.9x faster than 256 on every MLP measured (BENCHMARKS.md, benchmark d).
+_HESSIAN_CHUNK = 16
 
 
 # ----------------------------------------------------------------------------- checks & helpers
@@ -211,10 +214,14 @@ def hessian_matrix(f: Callable[[Params], Array], params: Params, *,
     the ``jacfwd(jacrev)`` intermediates that blow up on large models (jax#787). The result is
     symmetrized, :math:`(H + H^\top)/2`, which removes round-off asymmetry only.
 
+    The default chunk is small: recomputing the primal pass once per 16 columns costs less than
+    the memory traffic of larger batches of HVP intermediates (on CPU, 16 columns per batch was
+    1.4-1.9x faster than 256 for every MLP in BENCHMARKS.md, benchmark d).
+
     Args:
       f: scalar function of ``params``.
       params: pytree of floating arrays with ``n`` elements in total.
-      chunk_size: columns per batch; default ``min(n, 256)``; values above ``n`` act as ``n``.
+      chunk_size: columns per batch; default ``min(n, 16)``; values above ``n`` act as ``n``.
 
     Returns:
       ``(n, n)`` array in the params' (promoted) dtype.
@@ -223,6 +230,7 @@ def hessian_matrix(f: Callable[[Params], Array], params: Params, *,
     check_scalar_output("hessian_matrix", "f", jax.eval_shape(f, params))
     grad_f = jax.grad(f)
     hvp_fn = lambda t: jax.jvp(grad_f, (params,), (t,))[1]
+    chunk_size = _HESSIAN_CHUNK if chunk_size is None else chunk_size
     return _dense("hessian_matrix", hvp_fn, params, chunk_size)
 
 
