@@ -31,8 +31,8 @@ from jaxcalc._validate import (check_batch, check_choice, check_floating, check_
 
 LIKELIHOODS = ("categorical", "bernoulli", "gaussian")
 _DEFAULT_CHUNK = 256  # basis vectors per batched product when building a dense matrix
-# hessian_matrix's default: small chunks keep each batch of HVP intermediates small, and on CPU
-# 16 ran 1.4-1.9x faster than 256 on every MLP measured (BENCHMARKS.md, benchmark d).
+# hessian_matrix's default chunk: on CPU 16 ran 1.3-1.9x faster than 256 and within 7% of the
+# best chunk size on the MLPs measured (BENCHMARKS.md, benchmark d).
 _HESSIAN_CHUNK = 16
 
 
@@ -214,9 +214,9 @@ def hessian_matrix(f: Callable[[Params], Array], params: Params, *,
     the ``jacfwd(jacrev)`` intermediates that blow up on large models (jax#787). The result is
     symmetrized, :math:`(H + H^\top)/2`, which removes round-off asymmetry only.
 
-    The default chunk is small: recomputing the primal pass once per 16 columns costs less than
-    the memory traffic of larger batches of HVP intermediates (on CPU, 16 columns per batch was
-    1.4-1.9x faster than 256 for every MLP in BENCHMARKS.md, benchmark d).
+    The default chunk is small because it measured faster: on CPU, 16 columns per batch ran
+    1.3-1.9x faster than 256 on the MLPs of BENCHMARKS.md (benchmark d), within 7% of the best
+    chunk; the primal pass it repeats per chunk is cheap next to ``chunk_size`` HVPs.
 
     Args:
       f: scalar function of ``params``.

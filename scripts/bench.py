@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import math
@@ -267,6 +268,14 @@ def _memory_gib() -> float | None:
     except OSError:
         pass
     return None
+
+
+def _torch_version() -> str | None:
+    """torch's installed version (without importing it), or ``None``."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _torch():
@@ -769,11 +778,37 @@ def _parse_only(text: str | None) -> List[str]:
     return [c for c in BENCHMARKS if c in chosen]
 
 
+SAME_MACHINE_KEYS = ("cpu_model", "cores", "jax_version", "jaxlib_version", "backend",
+                     "torch_version")
+
+
+def _previous(path: Path, report: Dict[str, Any], only: Sequence[str]) -> Dict[str, Any]:
+    """Benchmarks of an earlier run in ``path`` to keep beside a ``--only`` run.
+
+    Kept only when they came from the same mode (--quick or not) on the same machine and
+    versions; every kept benchmark carries its own command, start time and load averages.
+    """
+    if set(only) == set(BENCHMARKS) or not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    same = old.get("quick") == report["quick"] and all(
+        old.get("machine", {}).get(k) == report["machine"][k] for k in SAME_MACHINE_KEYS)
+    if not same:
+        log.warning("not keeping the benchmarks in %s: another mode, machine or version", path)
+        return {}
+    return {k: v for k, v in old.get("benchmarks", {}).items() if k not in only}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, 3 runs: a smoke test, no timing claims")
-    parser.add_argument("--only", default=None, help="comma-separated subset of c,d,f")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated subset of c,d,f; the other benchmarks already in "
+                             "the JSON (same mode, machine and versions) are kept")
     parser.add_argument("--json", default=str(DEFAULT_JSON), help="where to write the JSON")
     args = parser.parse_args(argv)
     try:
@@ -784,39 +819,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = QUICK if args.quick else FULL
     torch = _torch() if "d" in only else None
     started = time.time()
-    load_start = os.getloadavg()
+    command = " ".join(["python scripts/bench.py",
+                        *(argv if argv is not None else sys.argv[1:])]).strip()
     report: Dict[str, Any] = {
-        "command": " ".join(["python scripts/bench.py",
-                             *(argv if argv is not None else sys.argv[1:])]).strip(),
+        "command": command,
         "quick": args.quick,
         "timing_claims": not args.quick,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "machine": machine_info(torch.__version__ if torch is not None else None),
+        "machine": machine_info(_torch_version()),
         "settings": {"runs": cfg.runs, "min_sample_s": cfg.min_sample_s,
                      "statistic": "median and IQR of per-call times; ratios of medians of "
                                   "cases interleaved in one process"},
-        "load_average_start": list(load_start),
+        "load_average_start": list(os.getloadavg()),
         "benchmarks": {},
     }
-    if torch is None and "d" in only:
+    if "d" in only and torch is None:
         report["notes"] = ["torch is not importable: the torch.func.hessian row is skipped"]
+    path = Path(args.json)
+    kept = _previous(path, report, only)
     runners = {"c": lambda: bench_c(cfg, args.quick), "d": lambda: bench_d(cfg, args.quick, torch),
                "f": lambda: bench_f(cfg, args.quick)}
     for letter in only:
         t0, load = time.perf_counter(), os.getloadavg()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         report["benchmarks"][letter] = runners[letter]()
-        report["benchmarks"][letter].update(wall_s=time.perf_counter() - t0,
+        report["benchmarks"][letter].update(command=command, started=stamp,
+                                            wall_s=time.perf_counter() - t0,
                                             load_average_start=list(load),
                                             load_average_end=list(os.getloadavg()))
     report["load_average_end"] = list(os.getloadavg())
     report["wall_s"] = time.time() - started
-    path = Path(args.json)
+    report["benchmarks"] = {k: report["benchmarks"].get(k, kept.get(k)) for k in BENCHMARKS
+                            if k in report["benchmarks"] or k in kept}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
     os.replace(tmp, path)
     print(format_table(report))
     print(f"\nwrote {path} in {report['wall_s']:.1f} s"
+          + (f"; kept {', '.join(sorted(kept))} from the earlier run" if kept else "")
           + (" (--quick: smoke test, no timing claims)" if args.quick else ""))
     return 0
 

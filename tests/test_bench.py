@@ -110,3 +110,23 @@ def test_only_rejects_unknown_benchmarks(tmp_path, capsys, only):
     assert exit_info.value.code == 2
     assert "--only" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _fake_report(bench, quick=False, cpu="cpu A", letters=("c", "d", "f")):
+    machine = {k: 1 for k in bench.SAME_MACHINE_KEYS}
+    machine["cpu_model"] = cpu
+    return {"quick": quick, "machine": machine,
+            "benchmarks": {k: {"rows": [], "command": f"old {k}"} for k in letters}}
+
+
+def test_only_keeps_the_other_benchmarks_of_the_same_machine(tmp_path):
+    bench = _load_script()
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(_fake_report(bench)))
+    kept = bench._previous(path, _fake_report(bench, letters=()), ["d"])
+    assert sorted(kept) == ["c", "f"] and kept["c"]["command"] == "old c"
+    # a full run keeps nothing; nor does another machine, another mode or no file
+    assert bench._previous(path, _fake_report(bench, letters=()), ["c", "d", "f"]) == {}
+    assert bench._previous(path, _fake_report(bench, cpu="cpu B", letters=()), ["d"]) == {}
+    assert bench._previous(path, _fake_report(bench, quick=True, letters=()), ["d"]) == {}
+    assert bench._previous(tmp_path / "none.json", _fake_report(bench), ["d"]) == {}
