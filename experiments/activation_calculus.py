@@ -308,10 +308,6 @@ def summarize(results: Dict[str, Any]) -> str:
             f"{results['num_seeds']} seeds\n{gradients}")
 
 
-def exit_status(results: Dict[str, Any]) -> int:
-    return 0 if results["passed"] else 1
-
-
 def main() -> int:
     return experiment_main(__name__)
 

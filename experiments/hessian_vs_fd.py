@@ -426,10 +426,6 @@ def summarize(results: Dict[str, Any]) -> str:
     return f"{table}\n\n{verdict}"
 
 
-def exit_status(results: Dict[str, Any]) -> int:
-    return 0 if results["passed"] else 1
-
-
 def main() -> int:
     return experiment_main(__name__)
 

@@ -43,7 +43,7 @@ def run(config: Dict[str, Any]) -> Dict[str, Any]:
         t0 = time.perf_counter()
         results, study_dir = runner.run_experiment(name, out=out_dir / name, quick=settings is None,
                                                    settings=settings)
-        status = module.exit_status(results) if hasattr(module, "exit_status") else 0
+        status = runner.exit_status(module, results)
         studies[name] = {"seconds": time.perf_counter() - t0, "out_dir": str(study_dir),
                          "passed": status == 0, "description": module.DESCRIPTION,
                          "summary": runner.summarize(module, results),
@@ -72,10 +72,6 @@ def summarize(results: Dict[str, Any]) -> str:
              s["out_dir"]] for name, s in results["studies"].items()]
     table = _common.format_table(["study", "status", "seconds", "plots", "folder"], rows)
     return f"{table}\n\ntotal {results['total_seconds']:.0f} s — start with {results['index']}"
-
-
-def exit_status(results: Dict[str, Any]) -> int:
-    return 0 if results["passed"] else 1
 
 
 def main() -> int:

@@ -11,7 +11,8 @@ named ``_*`` are helpers, not experiments) that defines
 * ``main()`` — ``return experiment_main(__name__)``, so ``python experiments/NAME.py`` takes the
   same flags as ``jaxcalc run NAME``;
 * optionally ``summarize(results) -> str`` — the short table printed at the end,
-  ``exit_status(results) -> int`` — the command's exit code (default 0), and ``ORDER`` — an int
+  ``exit_status(results) -> int`` — the command's exit code (default: 1 when the results say
+  ``"passed": False``, else 0; see ``exit_status`` below), and ``ORDER`` — an int
   that places it in ``jaxcalc list`` (default 100).
 
 ``run_experiment`` writes ``config.json`` and ``results.json`` (and the experiment's PNGs) to
@@ -230,6 +231,15 @@ def summarize(module: ModuleType, results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def exit_status(module: ModuleType, results: Mapping[str, Any]) -> int:
+    """The command's exit code: the study's own ``exit_status(results)`` if it defines one, else 1
+    when ``results["passed"]`` is ``False`` (a study that checks something and failed), else 0."""
+    own = getattr(module, "exit_status", None)
+    if own is not None:
+        return int(own(results))
+    return 1 if results.get("passed") is False else 0
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags shared by ``jaxcalc run NAME`` and ``python experiments/NAME.py``."""
     parser.add_argument("--out", default=None,
@@ -256,8 +266,7 @@ def run_and_report(name: str, args: argparse.Namespace) -> int:
     if text:
         print(text)
     print(f"\nresults written to {out_dir}/")
-    status = getattr(module, "exit_status", None)
-    return int(status(results)) if status else 0
+    return exit_status(module, results)
 
 
 def experiment_main(module_name: str, argv: Sequence[str] | None = None) -> int:
@@ -283,6 +292,7 @@ __all__ = [
     "write_json",
     "run_experiment",
     "summarize",
+    "exit_status",
     "add_run_arguments",
     "run_and_report",
     "experiment_main",

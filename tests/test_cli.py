@@ -124,3 +124,16 @@ def test_a_broken_study_does_not_hide_the_others(tmp_path, monkeypatch, capsys):
     assert cli.main(["list"]) == 0
     assert "cannot be imported: RuntimeError: half-written study" in capsys.readouterr().out
     assert cli.main(["run", "seeds", "--out", str(tmp_path / "o"), "--set", "plots=false"]) == 0
+
+
+def test_exit_status_defaults_to_the_passed_flag():
+    """Studies without their own exit_status exit 1 exactly when results say passed: False."""
+    import types
+    bare = types.SimpleNamespace()
+    assert runner.exit_status(bare, {"passed": True}) == 0
+    assert runner.exit_status(bare, {"passed": False}) == 1
+    assert runner.exit_status(bare, {"accuracy": 0.5}) == 0  # nothing checked: success
+    own = types.SimpleNamespace(exit_status=lambda results: 3)
+    assert runner.exit_status(own, {"passed": True}) == 3
+    from experiments import seeds
+    assert not hasattr(seeds, "exit_status") and runner.exit_status(seeds, {"passed": False}) == 1

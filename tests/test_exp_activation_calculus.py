@@ -56,7 +56,7 @@ def test_closed_forms_equal_jax_grad_and_fd(quick_run):
         assert results["derivative_max_error"][name] <= ac.TOLERANCE_ULPS * eps64, name
         assert results["derivative_max_error_float32"][name] <= ac.TOLERANCE_ULPS * eps32, name
         assert results["fd_passed"][name] and results["fd_max_rel_error"][name] < 1e-7, name
-    assert results["passed"] and ac.exit_status(results) == 0
+    assert results["passed"] and runner.exit_status(ac, results) == 0
     # the grid holds 0: σ'(0) = 1/4 exactly, the sigmoid's maximum
     assert results["max_derivative"]["sigmoid"] == 0.25
 
@@ -71,7 +71,7 @@ def test_quick_run_writes_both_plots_and_a_summary(quick_run):
 
 def test_exit_status_is_1_when_a_check_failed(quick_run):
     results, _ = quick_run
-    assert ac.exit_status(dict(results, passed=False)) == 1
+    assert runner.exit_status(ac, dict(results, passed=False)) == 1
     assert "FAILED" in ac.summarize(dict(results, passed=False))
 
 

@@ -104,7 +104,7 @@ def test_a_mis_scaled_closed_form_fails_the_audit(monkeypatch, tmp_path):
     monkeypatch.setattr(activations, "sigmoid_derivative", lambda x: 1.01 * original(x))
     results = da.run(_config(tmp_path, primitives=["sigmoid_derivative", "tanh_derivative"]))
     assert results["passed"] is False
-    assert da.exit_status(results) == 1
+    assert runner.exit_status(da, results) == 1
     failed = {(r["name"], r["dtype"], r["comparison"]) for r in results["rows"] if not r["passed"]}
     assert failed == {("sigmoid_derivative", dtype, "closed_vs_autodiff") for dtype in da.DTYPES}
     for r in results["rows"]:
@@ -130,7 +130,7 @@ def test_a_wrong_autodiff_rule_is_caught_by_finite_differences(monkeypatch, tmp_
 
     monkeypatch.setattr(activations, "tanh", bad_tanh)
     results = da.run(_config(tmp_path, primitives=["tanh_derivative"], plots=False))
-    assert da.exit_status(results) == 1
+    assert runner.exit_status(da, results) == 1
     verdict = {(r["dtype"], r["comparison"]): r["passed"] for r in results["rows"]}
     assert not verdict[("float64", "autodiff_vs_fd")]
     assert not verdict[("float64", "closed_vs_autodiff")]

@@ -106,7 +106,7 @@ def test_float32_is_worse_than_float64_for_every_method(run):
 def test_checks_pass_and_the_plots_exist(run):
     results, out = run
     assert results["passed"] is True and all(results["checks"].values())
-    assert hv.exit_status(results) == 0
+    assert runner.exit_status(hv, results) == 0
     for png in ("hessian_vs_fd.png", "hessian_fd_timing.png"):
         assert (out / png).stat().st_size > 10_000
     assert 0 < results["maxpool_min_gap"] < 1
@@ -127,7 +127,7 @@ def test_checks_fail_on_numbers_that_break_the_science(run, breakage):
         mlp["second_diff_value"]["interior_minimum"] = False
     bad["checks"] = hv._checks(bad)
     bad["passed"] = all(bad["checks"].values())
-    assert not bad["passed"] and hv.exit_status(bad) == 1
+    assert not bad["passed"] and runner.exit_status(hv, bad) == 1
     assert "FAILED" in hv.summarize(bad)
 
 
