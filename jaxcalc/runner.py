@@ -28,13 +28,17 @@ import json
 import math
 import os
 import pkgutil
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
+import jax
 import numpy as np
+
+from jaxcalc import distributed
 
 
 def experiment_names() -> Tuple[str, ...]:
@@ -199,11 +203,14 @@ def write_json(path: Path, obj: Any) -> None:
 
 def run_experiment(name: str, *, out: str | os.PathLike | None = None, quick: bool = False,
                    overrides: Sequence[str] = (),
-                   settings: Mapping[str, Any] | None = None) -> Tuple[Dict[str, Any], Path]:
+                   settings: Mapping[str, Any] | None = None,
+                   data_parallel: bool = False) -> Tuple[Dict[str, Any], Path]:
     """Run experiment ``name``: write ``config.json``, call ``run``, write ``results.json``.
 
     ``overrides`` are ``key=value`` strings (the CLI's ``--set``); ``settings`` are already typed
-    values applied before them (how ``tour`` configures each study). Returns
+    values applied before them (how ``tour`` configures each study). ``data_parallel`` sets
+    ``config["data_parallel"]``: studies that train with ``fit`` then pass it
+    ``mesh=distributed.data_mesh()`` and this process's shard of the data. Returns
     ``(results, out_dir)``. Configuration and output-folder errors are raised before the
     experiment does any work.
     """
@@ -215,6 +222,7 @@ def run_experiment(name: str, *, out: str | os.PathLike | None = None, quick: bo
                               f"{', '.join(sorted(module.DEFAULT_CONFIG))}")
         config[key] = value
     config = build_config(module, quick=quick, overrides=overrides, base=config)
+    config["data_parallel"] = bool(data_parallel)
     out_dir = prepare_out_dir(name, out)
     config["out_dir"] = str(out_dir)
     write_json(out_dir / "config.json", config)
@@ -248,20 +256,74 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="small smoke-test configuration (well under a minute on a CPU)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config entry (repeatable)")
+    group = parser.add_argument_group(
+        "scale-out", "data-parallel training over every device of every process (jax.sharding); "
+        "with several processes, start one per host with the same flags and its own --process-id")
+    group.add_argument("--distributed", action="store_true",
+                       help="call jax.distributed.initialize (from the flags below, else "
+                       f"{distributed.ENV_COORDINATOR}/{distributed.ENV_NUM_PROCESSES}/"
+                       f"{distributed.ENV_PROCESS_ID}, else cluster auto-detection: SLURM, "
+                       "Open MPI, Cloud TPU) and shard each batch over all devices")
+    group.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+                       help="address of process 0's coordinator service")
+    group.add_argument("--num-processes", type=int, default=None, metavar="N")
+    group.add_argument("--process-id", type=int, default=None, metavar="I")
+
+
+def start_distributed(args: argparse.Namespace) -> bool:
+    """For ``--distributed``: initialise JAX's multi-process runtime when there is one to join.
+
+    With no coordinator given (flag or environment) and no cluster that JAX can detect, the run
+    stays a single process, still data-parallel over its local devices; a line on stderr says so.
+    Returns ``True`` when this is the main process (the one that writes the results).
+    """
+    explicit = (args.coordinator_address or args.num_processes is not None
+                or args.process_id is not None
+                or any(os.environ.get(v) for v in (distributed.ENV_COORDINATOR,
+                                                   distributed.ENV_NUM_PROCESSES,
+                                                   distributed.ENV_PROCESS_ID)))
+    try:
+        distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    except (ValueError, RuntimeError) as exc:
+        if explicit:
+            raise
+        print(f"jaxcalc: --distributed: no multi-process cluster found ({exc}); running as one "
+              f"process, data-parallel over its {jax.local_device_count()} device(s)",
+              file=sys.stderr)
+    return distributed.is_main_process()
 
 
 def run_and_report(name: str, args: argparse.Namespace) -> int:
-    """Run, print the summary and where the results are; map bad input to exit status 2."""
+    """Run, print the summary and where the results are; map bad input to exit status 2.
+
+    With ``--distributed`` every process runs the study; only process 0 writes the results
+    folder and prints the summary (the others write to a temporary folder they delete).
+    """
+    data_parallel = bool(getattr(args, "distributed", False))
+    out, scratch = args.out, None
+    if data_parallel:
+        try:
+            main_process = start_distributed(args)
+        except (ValueError, RuntimeError) as exc:
+            print(f"jaxcalc: error: --distributed: {exc}", file=sys.stderr)
+            return 2
+        if not main_process:
+            out = scratch = tempfile.mkdtemp(prefix=f"jaxcalc-{name}-p{jax.process_index()}-")
     try:
-        results, out_dir = run_experiment(name, out=args.out, quick=args.quick,
-                                          overrides=args.overrides)
+        results, out_dir = run_experiment(name, out=out, quick=args.quick,
+                                          overrides=args.overrides, data_parallel=data_parallel)
     except (UnknownExperimentError, ConfigError) as exc:
         print(f"jaxcalc: error: {exc.args[0]}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"jaxcalc: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     module = load_experiment(name)
+    if scratch is not None:
+        return exit_status(module, results)
     text = summarize(module, results)
     if text:
         print(text)

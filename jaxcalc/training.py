@@ -7,6 +7,12 @@ sharpness-probe stream; the shuffle of epoch ``e`` uses ``jax.random.fold_in(shu
 so a run resumed from a checkpoint replays exactly the batches of an uninterrupted one and
 reaches bit-identical parameters on the same machine.
 
+Data parallelism: with ``mesh=`` (``jaxcalc.distributed.data_mesh()``) the same epoch program
+runs with every batch sharded along the mesh axis ``"data"`` and the parameters and trainer state
+replicated; XLA partitions the per-example work and inserts the reductions, so the result equals
+the single-device run up to the order of floating-point sums. Across processes, each passes its
+own shard of ``train_data`` and only process 0 writes checkpoints.
+
 Checkpoints (``checkpoint_dir/checkpoint.pkl``) hold params, trainer state, key, epoch and history
 as NumPy arrays, written atomically (temp file, fsync, rename): a crash at any moment leaves the
 previous checkpoint intact. Nothing is written before the first good epoch. An epoch is good when
@@ -30,7 +36,9 @@ from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from jaxcalc import distributed
 from jaxcalc._types import Batch, LossFn, Params, PRNGKey, PyTree
 from jaxcalc._validate import check_batch
 from jaxcalc.trainers import Trainer
@@ -49,7 +57,8 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
         eval_fn: Callable[[Params, Batch], Any] | None = None,
         checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 1,
         track_sharpness_every: int | None = None, loss_fn: LossFn | None = None,
-        progress: bool = True, callbacks: Sequence[Callback] = ()) -> Tuple[Params, History]:
+        progress: bool = True, callbacks: Sequence[Callback] = (),
+        mesh: Mesh | None = None) -> Tuple[Params, History]:
     """Train ``params`` with ``trainer`` for ``epochs`` epochs; returns ``(params, history)``.
 
     Args:
@@ -76,6 +85,14 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
       progress: show a tqdm progress bar with the loss.
       callbacks: ``callback(epoch, params, state, row)`` after each epoch (``row``: that epoch's
         history entries as floats); returning ``True`` stops training after that epoch.
+      mesh: a ``jax.sharding.Mesh`` with an axis ``"data"`` (``distributed.data_mesh()``): shard
+        every batch along it and replicate params and state. ``batch_size`` (or N, full batch)
+        must then be a multiple of the axis size. With several processes, ``train_data`` is this
+        process's shard (equal sizes everywhere; ``distributed.process_shard``), ``eval_data``
+        the same on every process, and only process 0 writes the checkpoint, which every
+        process reads when resuming (put ``checkpoint_dir`` on a shared filesystem). Within one
+        process, an N that the devices do not divide keeps the data replicated on each device
+        (only the batches are split).
 
     Returns:
       ``(params, history)``; ``history`` maps ``"epoch"``, ``"loss"`` (mean pre-step training
@@ -92,6 +109,9 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
     """
     train_data, n = check_batch("fit", train_data, "train_data")
     epochs = _check_int("fit", "epochs", epochs, 0)
+    if mesh is not None:
+        distributed.check_mesh("fit", mesh)
+        n *= jax.process_count()  # every process passes an equal share
     if n < 1:
         raise ValueError("fit: train_data must hold at least one example, got leading dimension 0")
     if batch_size is not None:
@@ -108,6 +128,10 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
                              "to probe), got loss_fn=None")
     if eval_fn is not None and eval_data is None:
         raise ValueError("fit: eval_fn needs eval_data, got eval_data=None")
+    if mesh is not None and bs % distributed.data_axis_size(mesh):
+        what = "N (full batch)" if full_batch else "batch_size"
+        raise ValueError(f"fit: {what} must be a multiple of the {distributed.data_axis_size(mesh)} "
+                         f"devices on the mesh's 'data' axis, got {bs}")
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     start_epoch, rows, elapsed_before = 0, [], 0.0
@@ -118,20 +142,32 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
         start_epoch, rows = int(ckpt["epoch"]), list(ckpt["rows"])
         elapsed_before = float(rows[-1]["wall_time"]) if rows else 0.0
         logger.info("fit: resuming from %s at epoch %d", ckpt_path, start_epoch)
+    if mesh is not None:
+        params = distributed.replicate(params, mesh)
     if state is None:
         state = trainer.init(params)
     saved_epoch = start_epoch  # the epoch the checkpoint on disk holds (0: none, or untrained)
     shuffle_key, probe_key = jax.random.split(key)
 
-    data = tuple(jnp.asarray(a) for a in train_data)
-    run_epoch = _cached(_jit_epoch, trainer, steps_per_epoch, bs, not full_batch)
+    if mesh is None:
+        data = tuple(jnp.asarray(a) for a in train_data)
+        place = lambda tree: tree  # noqa: E731
+    else:
+        data = _place_data(train_data, mesh)
+        place = functools.partial(distributed.replicate, mesh=mesh)
+        state, shuffle_key, probe_key = place((state, shuffle_key, probe_key))
+        if eval_data is not None:
+            eval_data = place(tuple(eval_data))
+    run_epoch = _cached(_jit_epoch, trainer, steps_per_epoch, bs, not full_batch, mesh)
     evaluate = _cached(jax.jit, eval_fn) if eval_fn is not None else None
     sharpness_fn = _cached(_jit_sharpness, loss_fn) if track_sharpness_every is not None else None
+    writes = mesh is None or distributed.is_main_process()
 
     def save(epochs_done):
         nonlocal saved_epoch
-        save_checkpoint(ckpt_path, params=params, state=state, key=key, epoch=epochs_done,
-                        rows=rows)
+        if writes:
+            save_checkpoint(ckpt_path, params=params, state=state, key=key, epoch=epochs_done,
+                            rows=rows)
         saved_epoch = epochs_done
 
     bar = _progress(progress, epochs, start_epoch)
@@ -140,7 +176,7 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
     try:
         for epoch in range(start_epoch, epochs):
             new_params, new_state, metrics, finite = run_epoch(
-                params, state, data, jax.random.fold_in(shuffle_key, epoch))
+                params, state, data, shuffle_key, place(np.int32(epoch)))
             losses = np.asarray(metrics["loss"])
             bad = np.flatnonzero(~(np.isfinite(losses) & np.asarray(finite)))
             if bad.size:
@@ -159,8 +195,8 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
                 row.update(_eval_entries(evaluate(params, eval_data)))
             if sharpness_fn is not None:
                 tracked = (epoch + 1) % track_sharpness_every == 0 or epoch == 0
-                row["sharpness"] = (float(sharpness_fn(params, data,
-                                                       jax.random.fold_in(probe_key, epoch)))
+                row["sharpness"] = (float(sharpness_fn(params, data, probe_key,
+                                                       place(np.int32(epoch))))
                                     if tracked else math.nan)
             row["wall_time"] = elapsed_before + time.perf_counter() - t0
             rows.append(row)
@@ -199,23 +235,54 @@ def _all_finite(tree: PyTree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def _epoch_fn(trainer: Trainer, steps: int, batch_size: int, shuffle: bool):
-    """``(params, state, data, key) -> (params, state, metrics, finite)``: one epoch as a scan.
+def _place_data(train_data: Batch, mesh: Mesh) -> Batch:
+    """``train_data`` (this process's share) as global arrays on ``mesh``, split along "data".
 
-    ``metrics`` are the trainer's metrics stacked over the ``steps`` steps; ``finite`` is a
-    ``(steps,)`` bool array, ``True`` where the parameters after that step are all finite.
+    Within one process, rows that the devices do not divide evenly keep the data replicated
+    (each device holds all of it; the batches are still split inside the epoch).
     """
+    rows = np.shape(train_data[0])[0]
+    local = distributed.data_axis_size(mesh) // jax.process_count()
+    if rows % max(local, 1) == 0:
+        return distributed.shard_batch(train_data, mesh)
+    if jax.process_count() > 1:
+        raise ValueError(f"fit: each process's train_data must have a multiple of its {local} "
+                         f"devices on the mesh's 'data' axis as leading dimension, got {rows}")
+    logger.info("fit: %d examples do not split over %d devices; keeping the data replicated",
+                rows, local)
+    return distributed.replicate(tuple(train_data), mesh)
 
-    def epoch(params, state, data, key):
+
+def _epoch_fn(trainer: Trainer, steps: int, batch_size: int, shuffle: bool,
+              mesh: Mesh | None = None):
+    """``(params, state, data, key, epoch) -> (params, state, metrics, finite)``: one epoch.
+
+    The epoch's batches are a ``lax.scan`` over the permutation drawn with
+    ``fold_in(key, epoch)``. ``metrics`` are the trainer's metrics stacked over the ``steps``
+    steps; ``finite`` is a ``(steps,)`` bool array, ``True`` where the parameters after that step
+    are all finite. With a ``mesh``, each batch is constrained to be split along "data" and the
+    parameters and state after each step to be replicated.
+    """
+    if mesh is None:
+        split = keep = lambda tree: tree  # noqa: E731
+    else:
+        split = functools.partial(_constrain, sharding=lambda x: distributed.batch_sharding(
+            mesh, x.ndim, leading=1))
+        keep = functools.partial(_constrain, sharding=lambda x: distributed.replicated(mesh))
+
+    def epoch(params, state, data, key, epoch_index):
         if shuffle:
-            perm = jax.random.permutation(key, data[0].shape[0])[: steps * batch_size]
+            perm = jax.random.permutation(jax.random.fold_in(key, epoch_index),
+                                          data[0].shape[0])[: steps * batch_size]
             batches = tuple(a[perm].reshape((steps, batch_size) + a.shape[1:]) for a in data)
         else:
             batches = tuple(a[None] for a in data)
+        batches = split(batches)
 
         def body(carry, batch):
             p, s = carry
             p, s, m = trainer.step(p, s, batch)
+            p, s = keep((p, s))
             return (p, s), (m, _all_finite(p))
 
         (params, state), (metrics, finite) = jax.lax.scan(body, (params, state), batches)
@@ -224,17 +291,29 @@ def _epoch_fn(trainer: Trainer, steps: int, batch_size: int, shuffle: bool):
     return epoch
 
 
-def _jit_epoch(trainer: Trainer, steps: int, batch_size: int, shuffle: bool):
+def _constrain(tree: PyTree, sharding: Callable[[jax.Array], Any]) -> PyTree:
+    """``with_sharding_constraint`` on every array leaf (typed PRNG keys left to propagation)."""
+    def leaf(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return x
+        return jax.lax.with_sharding_constraint(x, sharding(x))
+
+    return jax.tree_util.tree_map(leaf, tree)
+
+
+def _jit_epoch(trainer: Trainer, steps: int, batch_size: int, shuffle: bool,
+               mesh: Mesh | None = None):
     """The jitted epoch function (see ``_epoch_fn``)."""
-    return jax.jit(_epoch_fn(trainer, steps, batch_size, shuffle))
+    return jax.jit(_epoch_fn(trainer, steps, batch_size, shuffle, mesh))
 
 
 def _jit_sharpness(loss_fn: LossFn):
-    """Jitted ``(params, data, key) -> λ_max`` of the Hessian of ``loss_fn(·, data)``."""
+    """Jitted ``(params, data, key, epoch) -> λ_max`` of the Hessian of ``loss_fn(·, data)``."""
     from jaxcalc import spectrum
 
-    def sharpness(params, data, key):
-        values, _ = spectrum.top_eigenvalues(lambda p: loss_fn(p, data), params, k=1, key=key)
+    def sharpness(params, data, key, epoch_index):
+        values, _ = spectrum.top_eigenvalues(lambda p: loss_fn(p, data), params, k=1,
+                                             key=jax.random.fold_in(key, epoch_index))
         return values[0]
 
     return jax.jit(sharpness)

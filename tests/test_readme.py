@@ -12,17 +12,21 @@ def _blocks(lang):
 
 
 def test_quickstart_and_training_example_run(capsys):
-    quickstart, train = _blocks("python")
+    quickstart, train, scale_out = _blocks("python")
     namespace = {}
     exec(compile(quickstart, "README.md quickstart", "exec"), namespace)
     exec(compile(train, "README.md training example", "exec"), namespace)
+    ng_history = namespace["history"]
+    exec(compile(scale_out, "README.md scaling-out example", "exec"), namespace)
     out = capsys.readouterr().out
     assert "0.2350037122015945" in out
     assert "largest Hessian eigenvalues" in out
-    ng_losses = namespace["history"]["loss"]  # the natural-gradient run, the last one
+    ng_losses = ng_history["loss"]  # the natural-gradient run
     assert ng_losses[-1] < 0.75 * ng_losses[0]
     assert all(b <= a for a, b in zip(ng_losses, ng_losses[1:]))  # full batch + LM: monotone
     assert "Newton loss per epoch" in out
+    dp_losses = namespace["history"]["loss"]
+    assert "data-parallel loss per epoch" in out and dp_losses[-1] < dp_losses[0]
 
 
 def test_ci_runs_the_readme_test_command():
