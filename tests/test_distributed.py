@@ -63,6 +63,8 @@ def test_sharded_fit_matches_single_device_float64(sharded_float64, name):
     assert result["loss_last"] < result["loss_first"]  # it trained
     assert result["max_abs_param_diff"] <= 1e-9 * max(1.0, result["param_scale"])
     assert result["max_abs_loss_diff"] <= 1e-9
+    assert result["max_abs_eval_loss_diff"] <= 1e-9
+    assert result["max_abs_sharpness_diff"] <= 1e-9 * max(1.0, result["param_scale"])
 
 
 @pytest.mark.slow

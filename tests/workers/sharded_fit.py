@@ -3,7 +3,8 @@
 Run with ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (the parent test sets it) so that
 the CPU backend exposes four devices. For each trainer it trains the same model twice from the
 same key — once on one device, once with ``mesh=data_mesh()`` — and reports the largest absolute
-difference of the final parameters and of the loss history, plus where the parameters live.
+difference of the final parameters, of the loss, eval-loss and sharpness histories, and where
+the parameters live.
 
     python tests/workers/sharded_fit.py DTYPE [TRAINER ...]
 """
@@ -68,7 +69,8 @@ def main():
     out = {"devices": len(jax.devices()), "dtype": DTYPE, "results": {}}
     for name in names:
         trainer, batch_size = make_trainer(name, model, loss_fn)
-        kwargs = dict(epochs=3, batch_size=batch_size, key=jax.random.key(2), progress=False)
+        kwargs = dict(epochs=3, batch_size=batch_size, key=jax.random.key(2), progress=False,
+                      eval_data=data, eval_fn=loss_fn, loss_fn=loss_fn, track_sharpness_every=2)
         p1, h1 = fit(trainer, params, data, **kwargs)
         p4, h4 = fit(trainer, params, data, mesh=mesh, **kwargs)
         diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
@@ -79,6 +81,8 @@ def main():
             "max_abs_param_diff": diff,
             "param_scale": scale,
             "max_abs_loss_diff": float(np.max(np.abs(h1["loss"] - h4["loss"]))),
+            "max_abs_eval_loss_diff": float(np.max(np.abs(h1["eval_loss"] - h4["eval_loss"]))),
+            "max_abs_sharpness_diff": float(np.nanmax(np.abs(h1["sharpness"] - h4["sharpness"]))),
             "loss_first": float(h1["loss"][0]), "loss_last": float(h1["loss"][-1]),
             "sharded_param_devices": len(leaf.sharding.device_set),
             "sharded_param_replicated": bool(leaf.sharding.is_fully_replicated),
