@@ -105,7 +105,8 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
         epoch and step. That epoch is discarded; the checkpoint on disk is the last good
         epoch's (written now if ``checkpoint_every`` had skipped it), and nothing is written
         when no epoch was good.
-      ValueError, TypeError: on bad arguments, naming the argument.
+      ValueError, TypeError: on bad arguments, naming the argument; ValueError also when the
+        checkpoint in ``checkpoint_dir`` was written for another N or ``batch_size``.
     """
     train_data, n = check_batch("fit", train_data, "train_data")
     epochs = _check_int("fit", "epochs", epochs, 0)
@@ -134,10 +135,12 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
                          f"devices on the mesh's 'data' axis, got {bs}")
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    run_signature = {"n": n, "batch_size": bs, "steps_per_epoch": steps_per_epoch}
     start_epoch, rows, elapsed_before = 0, [], 0.0
     state = None
     if ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
+        _check_resume(ckpt_path, ckpt.get("run"), run_signature)
         params, state, key = ckpt["params"], ckpt["state"], ckpt["key"]
         start_epoch, rows = int(ckpt["epoch"]), list(ckpt["rows"])
         elapsed_before = float(rows[-1]["wall_time"]) if rows else 0.0
@@ -167,7 +170,7 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
         nonlocal saved_epoch
         if writes:
             save_checkpoint(ckpt_path, params=params, state=state, key=key, epoch=epochs_done,
-                            rows=rows)
+                            rows=rows, run=run_signature)
         saved_epoch = epochs_done
 
     bar = _progress(progress, epochs, start_epoch)
@@ -214,6 +217,19 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
         if bar is not None:
             bar.close()
     return params, _history(rows)
+
+
+def _check_resume(path: Path, saved: Mapping[str, int] | None,
+                  current: Mapping[str, int]) -> None:
+    """ValueError if the checkpoint was written for other data sizes than this call's."""
+    if not saved:  # written by save_checkpoint directly, without a run signature
+        return
+    differ = {k: (saved[k], current[k]) for k in current if k in saved and saved[k] != current[k]}
+    if differ:
+        what = ", ".join(f"{k}={old} (now {new})" for k, (old, new) in differ.items())
+        raise ValueError(f"fit: the checkpoint {path} was written for {what}; resuming would "
+                         f"replay different batches. Pass the same train_data and batch_size, "
+                         f"or a new checkpoint_dir")
 
 
 def _check_int(fn: str, name: str, value, low: int, alternative: str = "") -> int:
@@ -391,12 +407,19 @@ def _to_device(tree: PyTree) -> PyTree:
 
 
 def save_checkpoint(path: str | os.PathLike, *, params: Params, state: PyTree, key: PRNGKey,
-                    epoch: int, rows: Sequence[Dict[str, float]]) -> None:
-    """Write a checkpoint atomically: a temp file in the same folder, fsync, then rename."""
+                    epoch: int, rows: Sequence[Dict[str, float]],
+                    run: Mapping[str, int] | None = None) -> None:
+    """Write a checkpoint atomically: a temp file in the same folder, fsync, then rename.
+
+    ``run`` records what the epochs meant (``fit`` stores ``n``, ``batch_size`` and
+    ``steps_per_epoch``) so that a resume on different data is refused instead of silently
+    training a different run.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "epoch": int(epoch), "params": _to_host(params),
-               "state": _to_host(state), "key": _to_host(key), "rows": list(rows)}
+               "state": _to_host(state), "key": _to_host(key), "rows": list(rows),
+               "run": dict(run) if run is not None else None}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -164,6 +164,26 @@ def test_resume_is_bit_identical(tmp_path, name, batch_size):
     assert set(resumed) == {3}  # the resumed call ran only the missing epoch
 
 
+@pytest.mark.parametrize("change", ["batch_size", "train_data"])
+def test_resume_on_other_data_or_batch_size_is_refused(tmp_path, change):
+    """A checkpoint remembers N and batch_size: resuming with others would be another run."""
+    kwargs = dict(epochs=EPOCHS, batch_size=BATCH, key=KEY, checkpoint_dir=tmp_path,
+                  progress=False)
+    fit(SGD, P0, DATA, callbacks=[stop_at(0)], **kwargs)
+    before = (tmp_path / CHECKPOINT_NAME).read_bytes()
+    if change == "batch_size":
+        kwargs["batch_size"], data = BATCH + 1, DATA
+        match = r"written for batch_size=5 \(now 6\)"
+    else:
+        data = tuple(a[:-1] for a in DATA)
+        match = r"written for n=12 \(now 11\)"
+    with pytest.raises(ValueError, match=match):
+        fit(SGD, P0, data, **kwargs)
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() == before  # the checkpoint is untouched
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["run"] == {
+        "n": N, "batch_size": BATCH, "steps_per_epoch": N // BATCH}
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_resume_after_crash_replays_unsaved_epochs(tmp_path, dtype):
     """checkpoint_every=2 and a crash during epoch 2: the resume starts from epoch 2 again."""
