@@ -42,6 +42,7 @@ from jaxcalc import distributed
 from jaxcalc._types import Batch, LossFn, Params, PRNGKey, PyTree
 from jaxcalc._validate import check_batch
 from jaxcalc.trainers import Trainer
+from jaxcalc.trainers._base import check_key
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,17 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
       ValueError, TypeError: on bad arguments, naming the argument; ValueError also when the
         checkpoint in ``checkpoint_dir`` was written for another N or ``batch_size``.
     """
+    if not (callable(getattr(trainer, "init", None)) and callable(getattr(trainer, "step", None))):
+        raise TypeError("fit: trainer must be a Trainer (init, step) from jaxcalc.trainers, got "
+                        f"{type(trainer).__name__}")
     train_data, n = check_batch("fit", train_data, "train_data")
+    check_key("fit", "key", key)
+    if callable(callbacks) or not all(callable(c) for c in callbacks):
+        raise TypeError("fit: callbacks must be callables callback(epoch, params, state, row) "
+                        f"in a sequence, got {callbacks!r}")
+    if checkpoint_dir is not None and os.path.exists(checkpoint_dir) \
+            and not os.path.isdir(checkpoint_dir):
+        raise ValueError(f"fit: checkpoint_dir must be a directory, got the file {checkpoint_dir}")
     epochs = _check_int("fit", "epochs", epochs, 0)
     if mesh is not None:
         distributed.check_mesh("fit", mesh)
@@ -165,6 +176,8 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
     evaluate = _cached(jax.jit, eval_fn) if eval_fn is not None else None
     sharpness_fn = _cached(_jit_sharpness, loss_fn) if track_sharpness_every is not None else None
     writes = mesh is None or distributed.is_main_process()
+    if writes and ckpt_path is not None:
+        _remove_stale_temp_files(ckpt_path)
 
     def save(epochs_done):
         nonlocal saved_epoch
@@ -180,6 +193,9 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
         for epoch in range(start_epoch, epochs):
             new_params, new_state, metrics, finite = run_epoch(
                 params, state, data, shuffle_key, place(np.int32(epoch)))
+            if "loss" not in metrics:
+                raise ValueError("fit: trainer.step must return metrics with a 'loss' entry, got "
+                                 f"{sorted(metrics)}")
             losses = np.asarray(metrics["loss"])
             bad = np.flatnonzero(~(np.isfinite(losses) & np.asarray(finite)))
             if bad.size:
@@ -436,6 +452,16 @@ def save_checkpoint(path: str | os.PathLike, *, params: Params, state: PyTree, k
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    """Delete the temp files of saves that a killed process left half-written next to ``path``."""
+    if path.parent.is_dir():
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:  # another process removed it first
+                pass
 
 
 def load_checkpoint(path: str | os.PathLike) -> Dict[str, Any]:

@@ -12,8 +12,10 @@ import optax
 from jaxcalc import derivatives
 from jaxcalc._types import LossFn, PRNGKey
 from jaxcalc._validate import check_choice
-from jaxcalc.trainers._base import (Trainer, check_batch, check_damping, check_learning_rate,
-                                    float_dtype, grad_norm, value_and_grad)
+from jaxcalc.trainers._base import (Trainer, check_batch, check_callable, check_damping,
+                                    check_flag, check_int, check_key, check_learning_rate,
+                                    check_real, check_state, float_dtype, grad_norm,
+                                    value_and_grad)
 from jaxcalc.trainers._second_order import damped_solve, levenberg_marquardt
 
 FISHERS = ("empirical", "true", "mc")
@@ -24,7 +26,8 @@ def natural_gradient(loss_fn: LossFn, learning_rate: float, *, damping: float = 
                      fisher: str = "empirical", solver: str = "dense",
                      apply_fn: Callable | None = None, likelihood: str | None = None,
                      adapt_damping: bool = False, cg_maxiter: int = 50,
-                     mc_samples: int = 1, key: PRNGKey | None = None) -> Trainer:
+                     cg_tol: float | None = None, mc_samples: int = 1,
+                     key: PRNGKey | None = None) -> Trainer:
     r"""Natural gradient descent (Amari, 1998): :math:`\theta \leftarrow \theta - \eta (F + \lambda I)^{-1} g`.
 
     The seeds' ``NaturalGradientOptimizer`` (seed 002, slide 11) with exact, jit-compiled pieces.
@@ -42,7 +45,11 @@ def natural_gradient(loss_fn: LossFn, learning_rate: float, *, damping: float = 
         ``apply_fn(params, inputs)`` and ``likelihood`` in {"categorical", "bernoulli", "gaussian"}.
       solver: ``"dense"`` (Cholesky of the n×n matrix; raises the damping if it is singular) or
         ``"cg"`` (matrix-free ``jax.scipy.sparse.linalg.cg`` on Fisher-vector products, at most
-        ``cg_maxiter`` iterations, warm-free, to its default relative residual of 1e-5).
+        ``cg_maxiter`` iterations, warm-free, to the relative residual ``cg_tol``).
+      cg_tol: relative residual at which CG stops; default 1e-5 for float32 parameters and
+        1e-10 for float64. A stop on a tolerance is a discontinuity: runs whose sums are ordered
+        differently (one device vs a sharded batch) can stop one iteration apart and differ by
+        about ``cg_tol``; the float64 default keeps that below 1e-9.
       adapt_damping: adapt λ by the Levenberg-Marquardt rule from the reduction ratio ρ of the
         quadratic model :math:`m(\delta) = g^\top\delta + \frac12 \delta^\top F \delta`; a step
         that does not decrease the batch loss (ρ ≤ 0) is rejected (params unchanged,
@@ -52,6 +59,7 @@ def natural_gradient(loss_fn: LossFn, learning_rate: float, *, damping: float = 
     State: ``{"damping": λ, "key": key}``. Metrics: ``loss``, ``grad_norm``, ``damping`` (the λ
     used), ``step_size`` (η), and ``rho`` when ``adapt_damping``.
     """
+    check_callable("natural_gradient", "loss_fn", loss_fn)
     check_learning_rate("natural_gradient", learning_rate, allow_schedule=False)
     check_damping("natural_gradient", damping)
     check_choice("natural_gradient", "fisher", fisher, FISHERS)
@@ -59,12 +67,15 @@ def natural_gradient(loss_fn: LossFn, learning_rate: float, *, damping: float = 
     if fisher in ("true", "mc"):
         if apply_fn is None or likelihood is None:
             raise ValueError(f"natural_gradient: fisher={fisher!r} needs apply_fn and likelihood")
+        check_callable("natural_gradient", "apply_fn", apply_fn)
         check_choice("natural_gradient", "likelihood", likelihood, derivatives.LIKELIHOODS)
-    if int(cg_maxiter) < 1:
-        raise ValueError(f"natural_gradient: cg_maxiter must be >= 1, got {cg_maxiter!r}")
-    if int(mc_samples) < 1:
-        raise ValueError(f"natural_gradient: mc_samples must be >= 1, got {mc_samples!r}")
-    mc_samples = int(mc_samples)
+    check_flag("natural_gradient", "adapt_damping", adapt_damping)
+    cg_maxiter = check_int("natural_gradient", "cg_maxiter", cg_maxiter, 1)
+    if cg_tol is not None and not check_real("natural_gradient", "cg_tol", cg_tol) > 0:
+        raise ValueError(f"natural_gradient: cg_tol must be > 0 or None, got {cg_tol!r}")
+    mc_samples = check_int("natural_gradient", "mc_samples", mc_samples, 1)
+    if key is not None:
+        check_key("natural_gradient", "key", key)
     base_key = jax.random.PRNGKey(0) if key is None else key
 
     def init(params):
@@ -87,6 +98,7 @@ def natural_gradient(loss_fn: LossFn, learning_rate: float, *, damping: float = 
 
     def step(params, state, batch):
         batch = check_batch("natural_gradient.step", batch)
+        check_state("natural_gradient.step", state, ("damping", "key"))
         loss, grads = value_and_grad("natural_gradient.step", loss_fn, params, batch)
         key, sample_key = jax.random.split(state["key"])
         lam = state["damping"]
@@ -102,12 +114,14 @@ def natural_gradient(loss_fn: LossFn, learning_rate: float, *, damping: float = 
             zero = jax.tree_util.tree_map(jnp.zeros_like, params)
             _, curvature_vp = jax.linearize(lambda v: fisher_vp(params, batch, sample_key, v), zero)
             damped = lambda v: optax.tree_utils.tree_add_scale(curvature_vp(v), lam, v)
-            solution, _ = jax.scipy.sparse.linalg.cg(damped, grads, maxiter=int(cg_maxiter))
+            tol = cg_tol if cg_tol is not None else (1e-10 if lam.dtype == jnp.float64 else 1e-5)
+            solution, _ = jax.scipy.sparse.linalg.cg(damped, grads, tol=tol,
+                                                     maxiter=cg_maxiter)
             direction = optax.tree_utils.tree_scale(-1.0, solution)
             lam_used = lam
         lr = jnp.asarray(learning_rate, lam.dtype)
         delta = optax.tree_utils.tree_scale(lr, direction)
-        new_params = optax.tree_utils.tree_add(params, delta)
+        new_params = optax.apply_updates(params, delta)  # keeps each leaf's dtype
         metrics = {"loss": loss, "grad_norm": grad_norm(grads), "damping": lam_used, "step_size": lr}
         new_lam = lam
         if adapt_damping:

@@ -12,7 +12,8 @@ from jax.flatten_util import ravel_pytree
 from jaxcalc import derivatives
 from jaxcalc._types import LossFn
 from jaxcalc._validate import check_choice
-from jaxcalc.trainers._base import (Trainer, check_batch, check_damping, check_learning_rate,
+from jaxcalc.trainers._base import (Trainer, check_batch, check_callable, check_damping,
+                                    check_flag, check_int, check_learning_rate, check_state,
                                     float_dtype, value_and_grad)
 from jaxcalc.trainers._second_order import (absolute_matrix, armijo, damped_solve,
                                             levenberg_marquardt, truncated_cg)
@@ -53,23 +54,29 @@ def newton(loss_fn: LossFn, *, learning_rate: float = 1.0, damping: float = 0.0,
     State: ``{"damping": λ}``. Metrics: ``loss``, ``grad_norm``, ``damping`` (the λ used),
     ``step_size`` (t), ``cg_iters`` (cg), ``rho`` (adapt_damping).
     """
+    check_callable("newton", "loss_fn", loss_fn)
     check_learning_rate("newton", learning_rate, allow_schedule=False)
     check_damping("newton", damping)
     check_choice("newton", "solver", solver, SOLVERS)
     check_choice("newton", "curvature", curvature, CURVATURES)
+    check_flag("newton", "line_search", line_search)
+    check_flag("newton", "adapt_damping", adapt_damping)
     if curvature == "saddle_free" and solver == "cg":
         raise ValueError("newton: curvature='saddle_free' needs solver='dense' (|H| needs the "
                          "eigendecomposition); solver='cg' already handles negative curvature")
     if curvature == "gauss_newton" and (apply_fn is None or loss_of_output is None):
         raise ValueError("newton: curvature='gauss_newton' needs apply_fn and loss_of_output")
-    if int(cg_maxiter) < 1:
-        raise ValueError(f"newton: cg_maxiter must be >= 1, got {cg_maxiter!r}")
+    if curvature == "gauss_newton":
+        check_callable("newton", "apply_fn", apply_fn)
+        check_callable("newton", "loss_of_output", loss_of_output)
+    cg_maxiter = check_int("newton", "cg_maxiter", cg_maxiter, 1)
 
     def init(params):
         return {"damping": jnp.asarray(damping, float_dtype("newton.init", params))}
 
     def step(params, state, batch):
         batch = check_batch("newton.step", batch)
+        check_state("newton.step", state, ("damping",))
         if curvature == "gauss_newton" and len(batch) < 2:
             raise ValueError("newton.step: curvature='gauss_newton' needs batch = (inputs, "
                              "targets, ...) for apply_fn and loss_of_output, got "
@@ -77,7 +84,9 @@ def newton(loss_fn: LossFn, *, learning_rate: float = 1.0, damping: float = 0.0,
         loss, grads = value_and_grad("newton.step", loss_fn, params, batch)
         flat_p, unravel = ravel_pytree(params)
         flat_g = ravel_pytree(grads)[0]
-        f_flat = lambda x: loss_fn(unravel(x), batch)
+        # The loss may be wider than the params (float64 data, float32 params): steps are taken
+        # in the params' dtype, so they keep it (and a scan over steps its carry type).
+        f_flat = lambda x: loss_fn(unravel(x.astype(flat_p.dtype)), batch)
         lam = state["damping"]
         metrics = {}
 
@@ -98,7 +107,7 @@ def newton(loss_fn: LossFn, *, learning_rate: float = 1.0, damping: float = 0.0,
             else:
                 _, hvp_lin = jax.linearize(jax.grad(f_flat), flat_p)
                 curvature_mv = hvp_lin
-            d, iters, _ = truncated_cg(curvature_mv, flat_g, lam, int(cg_maxiter))
+            d, iters, _ = truncated_cg(curvature_mv, flat_g, lam, cg_maxiter)
             lam_used = lam
             metrics["cg_iters"] = iters
 
@@ -111,7 +120,6 @@ def newton(loss_fn: LossFn, *, learning_rate: float = 1.0, damping: float = 0.0,
         else:
             t = jnp.asarray(learning_rate, loss.dtype)
             f_new = f_flat(flat_p + t * d) if adapt_damping else loss
-        new_flat = flat_p + t * d
 
         new_lam = lam
         if adapt_damping:
@@ -121,9 +129,9 @@ def newton(loss_fn: LossFn, *, learning_rate: float = 1.0, damping: float = 0.0,
             new_lam, metrics["rho"], accept = levenberg_marquardt(jnp.maximum(lam, lam_used),
                                                                   actual, predicted, loss)
             t = jnp.where(accept, t, jnp.zeros_like(t))
-            new_flat = flat_p + t * d
         metrics.update(loss=loss, grad_norm=jnp.linalg.norm(flat_g), damping=lam_used,
-                       step_size=t.astype(loss.dtype))
+                       step_size=t.astype(flat_p.dtype))
+        new_flat = (flat_p + t * d).astype(flat_p.dtype)
         return unravel(new_flat), {"damping": new_lam}, metrics
 
     return Trainer(init, step)
