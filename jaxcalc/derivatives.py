@@ -45,9 +45,103 @@ def _check_params(fn: str, params: Params) -> None:
         check_floating(fn, f"params{jax.tree_util.keystr(path)}", leaf)
 
 
+def _check_callable(fn: str, name: str, g, signature: str) -> None:
+    """TypeError unless ``g`` is callable; ``signature`` says how it is called."""
+    if not callable(g):
+        raise TypeError(f"{fn}: {name} must be a callable {signature}, got {type(g).__name__}")
+
+
+class _Spec(str):
+    """A string that prints without quotes inside a pytree's repr."""
+
+    __repr__ = str.__str__
+
+
+def _describe(x) -> str:
+    """``float64[4, 1]`` for an array, the same per leaf for a pytree (cut at 200 characters)."""
+    leaf = lambda a: _Spec(f"{jnp.result_type(a).name}{list(np.shape(a))}")
+    if jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(x)):
+        return leaf(x)
+    text = str(jax.tree_util.tree_map(leaf, x))
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _abstract_call(fn: str, call: str, g, args: tuple, names: tuple):
+    """``jax.eval_shape(g, *args)``, with context on a user function's own error.
+
+    A ValueError or TypeError raised while tracing ``g`` (e.g. an input of the wrong rank inside
+    a model, targets of the wrong shape inside a loss) is raised again as ValueError/TypeError
+    with ``fn``, the call and the shapes of its arguments in front of the original message; the
+    original is kept as ``__cause__``.
+    """
+    try:
+        return jax.eval_shape(g, *args)
+    except (ValueError, TypeError) as err:
+        kind = ValueError if isinstance(err, ValueError) else TypeError
+        given = ", ".join(f"{name}={_describe(a)}" for name, a in zip(names, args))
+        raise kind(f"{fn}: {call} raised {type(err).__name__} with {given}: {err}") from err
+
+
+def _check_scalar_value(fn: str, name: str, out) -> None:
+    """ValueError unless ``out`` (``eval_shape`` of a user function) is one array of shape ``()``,
+    TypeError unless it is floating (``jax.grad`` needs a real floating scalar)."""
+    if not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(out)):
+        raise ValueError(f"{fn}: {name} must return a scalar array, got a "
+                         f"{type(out).__name__}: {_describe(out)}")
+    check_scalar_output(fn, name, out)
+    check_floating(fn, f"the value of {name}", out)
+
+
+def _scalar_fn(fn: str, f, params: Params) -> None:
+    """Check that ``f`` is callable and ``f(params)`` a floating scalar, without running it."""
+    _check_callable(fn, "f", f, "f(params) -> scalar")
+    out = _abstract_call(fn, "f(params)", f, (params,), ("params",))
+    _check_scalar_value(fn, "f", out)
+
+
+def _check_real_number(fn: str, name: str, value, what: str) -> float:
+    """``float(value)``; TypeError unless ``value`` is a real (non-bool) number or a 0-d real
+    array (shape is the caller's check)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        real = (int, float, np.integer, np.floating)
+        ok = isinstance(value, real) and not isinstance(value, bool)
+    else:
+        ok = jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+    if not ok:
+        raise TypeError(f"{fn}: {name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def _check_key(fn: str, key) -> None:
+    """Raise unless ``key`` is one PRNG key: a typed key of shape ``()`` (``jax.random.key``) or
+    a raw ``uint32`` key of the default implementation's shape (``jax.random.PRNGKey``)."""
+    dtype = getattr(key, "dtype", None)
+    shape = tuple(np.shape(key)) if dtype is not None else None
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape != ():
+            raise ValueError(f"{fn}: key must be a single PRNG key of shape (), got an array of "
+                             f"keys of shape {shape}")
+        return
+    raw = tuple(jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape)
+    want = f"a PRNG key (jax.random.key(seed), or jax.random.PRNGKey(seed): uint32{list(raw)})"
+    if dtype is not None and dtype == np.uint32:
+        if shape != raw:
+            raise ValueError(f"{fn}: key must be {want}, got uint32 of shape {shape}")
+        return
+    given = type(key).__name__ if dtype is None else f"{jnp.dtype(dtype).name}{list(shape)}"
+    raise TypeError(f"{fn}: key must be {want}, got {given}")
+
+
 def _tangent(fn: str, params: Params, v: PyTree) -> PyTree:
-    """``v`` checked against ``params`` (structure, leaf shapes) and cast to its leaf dtypes."""
+    """``v`` checked against ``params`` (structure, leaf shapes, a real dtype) and cast to its
+    leaf dtypes; a complex ``v`` is refused, not silently cut to its real part."""
     check_same_structure(fn, "params", params, "v", v)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(v):
+        dtype = jnp.result_type(leaf)
+        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+            raise TypeError(f"{fn}: v{jax.tree_util.keystr(path)} must have a real (floating or "
+                            f"integer) dtype, like params, got {dtype}")
     return jax.tree_util.tree_map(lambda p, t: jnp.asarray(t, jnp.asarray(p).dtype), params, v)
 
 
@@ -96,18 +190,36 @@ def _linearized_model(apply_fn, params, inputs):
 
 def _example_loss(fn: str, loss_fn, params: Params, batch: Batch):
     """``(θ, example) ↦ loss_fn(θ, example as a batch of one)``, for ``vmap`` over ``batch``."""
+    _check_callable(fn, "loss_fn", loss_fn, "loss_fn(params, batch) -> scalar")
     _check_params(fn, params)
     batch = check_batch(fn, batch)[0]
-    first = jax.eval_shape(
-        lambda p, b: loss_fn(p, jax.tree_util.tree_map(lambda a: a[:1], b)), params, batch)
-    check_scalar_output(fn, "loss_fn", first)
+    whole = _abstract_call(fn, "loss_fn(params, batch)", loss_fn, (params, batch),
+                           ("params", "batch"))
+    _check_scalar_value(fn, "loss_fn", whole)
+    first_example = lambda p, b: loss_fn(p, jax.tree_util.tree_map(lambda a: a[:1], b))
+    first = _abstract_call(fn, "loss_fn(params, batch[:1])", first_example, (params, batch),
+                           ("params", "batch"))
+    _check_scalar_value(fn, "loss_fn on a batch of one example", first)
     return lambda p, example: loss_fn(p, jax.tree_util.tree_map(lambda a: a[None], example))
+
+
+def _model_outputs(fn: str, apply_fn, params: Params, inputs: PyTree):
+    """``jax.eval_shape`` of ``apply_fn(params, inputs)``, checked to be floating array(s)."""
+    _check_callable(fn, "apply_fn", apply_fn, "apply_fn(params, inputs) -> outputs")
+    out = _abstract_call(fn, "apply_fn(params, inputs)", apply_fn, (params, inputs),
+                         ("params", "inputs"))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(out):
+        check_floating(fn, f"apply_fn(params, inputs){jax.tree_util.keystr(path)}", leaf)
+    return out
 
 
 def _check_likelihood_outputs(fn: str, likelihood: str, out) -> None:
     """Output-shape contract of each likelihood (on ``jax.eval_shape`` of ``apply_fn``)."""
     check_choice(fn, "likelihood", likelihood, LIKELIHOODS)
     name = "apply_fn(params, inputs)"
+    if not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(out)):
+        raise ValueError(f"{fn}: {name} must return one array for likelihood {likelihood!r}, "
+                         f"got {_describe(out)}")
     check_floating(fn, name, out)
     if likelihood == "categorical":
         check_ndim(fn, name, out, 2, "(N, C) logits for likelihood 'categorical'")
@@ -200,7 +312,7 @@ def hvp(f: Callable[[Params], Array], params: Params, v: PyTree) -> PyTree:
     """
     _check_params("hvp", params)
     v = _tangent("hvp", params, v)
-    check_scalar_output("hvp", "f", jax.eval_shape(f, params))
+    _scalar_fn("hvp", f, params)
     return jax.jvp(jax.grad(f), (params,), (v,))[1]
 
 
@@ -227,7 +339,7 @@ def hessian_matrix(f: Callable[[Params], Array], params: Params, *,
       ``(n, n)`` array in the params' (promoted) dtype.
     """
     _check_params("hessian_matrix", params)
-    check_scalar_output("hessian_matrix", "f", jax.eval_shape(f, params))
+    _scalar_fn("hessian_matrix", f, params)
     grad_f = jax.grad(f)
     hvp_fn = lambda t: jax.jvp(grad_f, (params,), (t,))[1]
     chunk_size = _HESSIAN_CHUNK if chunk_size is None else chunk_size
@@ -249,7 +361,8 @@ def jacobian_matrix(fn: Callable[[Params], PyTree], params: Params) -> Array:
       ``(m, n)`` array.
     """
     _check_params("jacobian_matrix", params)
-    out = jax.eval_shape(fn, params)
+    _check_callable("jacobian_matrix", "fn", fn, "fn(params) -> array(s)")
+    out = _abstract_call("jacobian_matrix", "fn(params)", fn, (params,), ("params",))
     out_leaves = jax.tree_util.tree_leaves(out)
     for leaf in out_leaves:
         check_floating("jacobian_matrix", "fn(params)", leaf)
@@ -266,9 +379,12 @@ def jacobian_matrix(fn: Callable[[Params], PyTree], params: Params) -> Array:
 def _ggn_operator(fn: str, apply_fn, loss_of_output, params, inputs, targets):
     """``v ↦ Jᵀ H_ℓ J v``: the model linearized once, the loss HVP forward-over-reverse."""
     _check_params(fn, params)
-    out_shape = jax.eval_shape(apply_fn, params, inputs)
-    check_scalar_output(fn, "loss_of_output",
-                        jax.eval_shape(loss_of_output, out_shape, targets))
+    out_shape = _model_outputs(fn, apply_fn, params, inputs)
+    _check_callable(fn, "loss_of_output", loss_of_output,
+                    "loss_of_output(outputs, targets) -> scalar")
+    loss = _abstract_call(fn, "loss_of_output(outputs, targets)", loss_of_output,
+                          (out_shape, targets), ("outputs", "targets"))
+    _check_scalar_value(fn, "loss_of_output", loss)
     out, jvp_fn, vjp_fn = _linearized_model(apply_fn, params, inputs)
     loss_grad = jax.grad(lambda o: loss_of_output(o, targets))
     loss_hvp = lambda u: jax.jvp(loss_grad, (out,), (u,))[1]
@@ -323,7 +439,7 @@ def ggn_matrix(apply_fn: Callable[[Params, PyTree], Array],
 def _fisher_operator(fn: str, apply_fn, params, inputs, likelihood, output_fisher):
     """``v ↦ (1/N) Jᵀ Λ J v``, ``output_fisher(outputs)`` giving ``u ↦ Λ u`` in output space."""
     _check_params(fn, params)
-    _check_likelihood_outputs(fn, likelihood, jax.eval_shape(apply_fn, params, inputs))
+    _check_likelihood_outputs(fn, likelihood, _model_outputs(fn, apply_fn, params, inputs))
     out, jvp_fn, vjp_fn = _linearized_model(apply_fn, params, inputs)
     lam = output_fisher(out)
     num_examples = out.shape[0]
@@ -419,6 +535,7 @@ def _mc_fisher_operator(fn: str, apply_fn, params, inputs, likelihood, key, num_
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
         raise TypeError(f"{fn}: num_samples must be a positive int, got {num_samples!r}")
     check_positive(fn, "num_samples", num_samples)
+    _check_key(fn, key)
     output_fisher = lambda out: _mc_output_fisher_vp(likelihood, out, key, int(num_samples))
     return _fisher_operator(fn, apply_fn, params, inputs, likelihood, output_fisher)
 
@@ -455,7 +572,7 @@ def empirical_fisher_vp(loss_fn: Callable[[Params, Batch], Array], params: Param
     Args:
       loss_fn: ``loss_fn(params, batch) -> scalar``.
       params: pytree of floating arrays.
-      batch: pytree (usually a tuple) of arrays sharing the leading example axis ``N``.
+      batch: tuple (or list) of arrays sharing the leading example axis ``N``.
       v: pytree like ``params``.
 
     Returns:
@@ -482,7 +599,7 @@ def empirical_fisher_matrix(loss_fn: Callable[[Params, Batch], Array], params: P
     Args:
       loss_fn: ``loss_fn(params, batch) -> scalar``.
       params: pytree of floating arrays with ``n`` elements.
-      batch: pytree (usually a tuple) of arrays sharing the leading example axis ``N``.
+      batch: tuple (or list) of arrays sharing the leading example axis ``N``.
 
     Returns:
       ``(n, n)`` symmetric PSD array in ``ravel_pytree`` order.

@@ -49,7 +49,9 @@ from jax.flatten_util import ravel_pytree
 from jaxcalc import derivatives
 from jaxcalc._types import Array, Params, PyTree
 from jaxcalc._validate import (check_choice, check_floating, check_positive,
-                               check_same_structure, check_scalar_output)
+                               check_same_structure)
+from jaxcalc.derivatives import (_abstract_call, _check_callable, _check_real_number,
+                                 _check_scalar_value)
 
 METHODS = ("forward", "backward", "central", "richardson")
 SOURCES = ("grad", "value")
@@ -94,9 +96,9 @@ def _check_params(fn: str, params: Params) -> None:
 
 
 def _check_f(fn: str, f: Callable, params: Params) -> None:
-    if not callable(f):
-        raise TypeError(f"{fn}: f must be a callable f(params) -> scalar, got {type(f).__name__}")
-    check_scalar_output(fn, "f", jax.eval_shape(f, params))
+    """``f`` callable and ``f(params)`` a floating scalar (checked abstractly, not run)."""
+    _check_callable(fn, "f", f, "f(params) -> scalar")
+    _check_scalar_value(fn, "f", _abstract_call(fn, "f(params)", f, (params,), ("params",)))
 
 
 def _check_step(fn: str, step) -> None:
@@ -105,16 +107,41 @@ def _check_step(fn: str, step) -> None:
     if np.shape(step) != ():
         raise ValueError(f"{fn}: step must be a positive scalar (an absolute step), got an array "
                          f"of shape {np.shape(step)}")
-    if not isinstance(step, jax.core.Tracer):
-        check_positive(fn, "step", float(step))
+    if isinstance(step, jax.core.Tracer):
+        return  # a traced step: its value is not known here
+    value = _check_real_number(fn, "step", step, "a positive real scalar (an absolute step)")
+    check_positive(fn, "step", value)
+    if not math.isfinite(value):
+        raise ValueError(f"{fn}: step must be finite, got {value}")
 
 
 def _check_chunk(fn: str, chunk_size) -> int:
     if chunk_size is None:
         return _DEFAULT_CHUNK
-    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
+        raise TypeError(f"{fn}: chunk_size must be a positive int or None, got {chunk_size!r}")
+    if chunk_size < 1:
         raise ValueError(f"{fn}: chunk_size must be a positive int, got {chunk_size!r}")
     return int(chunk_size)
+
+
+def _check_levels(fn: str, levels) -> int:
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)):
+        raise TypeError(f"{fn}: levels must be an int >= 1, got {levels!r}")
+    if levels < 1:
+        raise ValueError(f"{fn}: levels must be an int >= 1, got {levels!r}")
+    return int(levels)
+
+
+def _check_dtype(fn: str, dtype):
+    """The floating NumPy dtype named by ``dtype``; TypeError for anything else."""
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"{fn}: dtype must be a floating dtype, got {dtype!r}") from err
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{fn}: dtype must be a floating dtype, got {dtype.name}")
+    return dtype
 
 
 def _flatten(params: Params) -> _Flat:
@@ -156,7 +183,11 @@ def default_relative_step(dtype, method: str = "central", *, derivative: int = 1
     Returns:
       A Python float, e.g. ``6.06e-6`` for ``"central"`` in float64, ``1.49e-8`` for ``"forward"``.
     """
-    check_choice("default_relative_step", "method", method, METHODS)
+    fn = "default_relative_step"
+    dtype = _check_dtype(fn, dtype)
+    check_choice(fn, "method", method, METHODS)
+    check_choice(fn, "derivative", derivative, (1, 2))
+    levels = _check_levels(fn, levels)
     eps = float(jnp.finfo(dtype).eps)
     return eps ** (1.0 / (_order(method, levels) + derivative))
 
@@ -338,9 +369,8 @@ def richardson_grad(f: Callable[[Params], Array], params: Params, *, step=None,
     Reference: Richardson, "The deferred approach to the limit", Phil. Trans. R. Soc. A, 1927.
     """
     fn = "richardson_grad"
-    if not isinstance(levels, (int, np.integer)) or levels < 1:
-        raise ValueError(f"{fn}: levels must be an int >= 1, got {levels!r}")
-    estimate, error = _grad_impl(fn, f, params, "richardson", step, int(levels), chunk_size)
+    levels = _check_levels(fn, levels)
+    estimate, error = _grad_impl(fn, f, params, "richardson", step, levels, chunk_size)
     return estimate, error
 
 
@@ -432,8 +462,11 @@ def hvp(f: Callable[[Params], Array], params: Params, v: PyTree, *, method: str 
     Central: :math:`(\nabla f(\theta + t v) - \nabla f(\theta - t v)) / 2t`. Default
     :math:`t = \varepsilon^{1/(p+1)} \max(1, \|\theta\|_\infty) / \|v\|_\infty` so that the
     largest coordinate moves by the same relative amount as in ``grad`` (``ε`` of the
-    lowest-precision leaf); ``step`` sets ``t`` itself. ``t·v`` is not made exact coordinate by
-    coordinate (only one scalar denominator exists), so use float64. ``v = 0`` gives zeros.
+    lowest-precision leaf); ``step`` sets ``t`` itself. The default is applied as a step
+    :math:`t \|v\|_\infty` along :math:`v / \|v\|_\infty`, the result scaled back by
+    :math:`\|v\|_\infty`, so a tiny ``v`` cannot overflow ``t``. ``t·v`` is not made exact
+    coordinate by coordinate (only one scalar denominator exists), so use float64. ``v = 0``
+    gives zeros.
 
     Args:
       f: scalar function of ``params``.
@@ -459,11 +492,15 @@ def hvp(f: Callable[[Params], Array], params: Params, v: PyTree, *, method: str 
     g = _flat_grad(f, flat)
     levels = RICHARDSON_LEVELS
     if step is None:
+        # Step along the unit-max direction and scale back: t = rel·max(1, |x|∞) / |v|∞ itself
+        # overflows for a tiny v (float32 v ~ 1e-38 with |x| ~ 1e4 gave inf, then NaN).
         v_norm = jnp.max(jnp.abs(direction))
         v_norm = jnp.where(v_norm > 0, v_norm, 1)
+        direction = direction / v_norm
         rel = jnp.max(flat.eps) ** (1.0 / (_order(method, levels) + 1))
-        t = rel * jnp.maximum(1.0, jnp.max(jnp.abs(x))) / v_norm
+        t = rel * jnp.maximum(1.0, jnp.max(jnp.abs(x)))
     else:
+        v_norm = jnp.ones((), x.dtype)
         t = jnp.asarray(step, x.dtype)
     at = lambda s: g(_round(flat, x + s * direction))
     g0 = g(x) if method in ("forward", "backward") else None
@@ -476,7 +513,7 @@ def hvp(f: Callable[[Params], Array], params: Params, v: PyTree, *, method: str 
             estimates.append((g0 - at(-ts)) / ts)
         else:
             estimates.append((at(ts) - at(-ts)) / (2 * ts))
-    return flat.unravel(_combine(method, estimates)[0].astype(x.dtype))
+    return flat.unravel((v_norm * _combine(method, estimates)[0]).astype(x.dtype))
 
 
 # ----------------------------------------------------------------------------- checkers
@@ -652,10 +689,18 @@ def _compare(numerical: np.ndarray, analytical: np.ndarray, rtol, atol):
 
 
 def _check_tolerances(fn: str, rtol, atol) -> None:
-    if rtol is not None:
-        check_positive(fn, "rtol", rtol)
-    if atol is not None:
-        check_positive(fn, "atol", atol, allow_zero=True)
+    """``rtol`` finite and > 0, ``atol`` finite and >= 0 (each a real scalar, or None)."""
+    for name, value, allow_zero in (("rtol", rtol, False), ("atol", atol, True)):
+        if value is None:
+            continue
+        bound = ">= 0" if allow_zero else "> 0"
+        if np.shape(value) != ():
+            raise ValueError(f"{fn}: {name} must be a real scalar {bound}, got an array of shape "
+                             f"{np.shape(value)}")
+        value = _check_real_number(fn, name, value, f"a real scalar {bound}")
+        check_positive(fn, name, value, allow_zero=allow_zero)
+        if not math.isfinite(value):
+            raise ValueError(f"{fn}: {name} must be finite, got {value}")
 
 
 def check_grad(f: Callable[[Params], Array], params: Params, *, method: str = "central",
@@ -774,6 +819,7 @@ def default_sweep_steps(dtype) -> np.ndarray:
 
     float64: ``1e-1 … 1e-15`` (29 steps); float32: ``1e-1 … 1e-6`` (11 steps).
     """
+    dtype = _check_dtype("default_sweep_steps", dtype)
     last = int(math.floor(-math.log10(float(jnp.finfo(dtype).eps))))
     return np.logspace(-1, -last, 2 * (last - 1) + 1)
 
@@ -808,10 +854,7 @@ def step_sweep(f: Callable[[Params], Array], params: Params, steps=None,
     flat = _flatten(params)
     dtype = flat.x.dtype
     steps = (default_sweep_steps(_lowest_precision(params)) if steps is None
-             else np.asarray(steps, np.float64))
-    if steps.ndim != 1 or steps.size == 0 or not np.all(steps > 0):
-        raise ValueError(f"{fn}: steps must be a non-empty 1-D array of positive steps, got "
-                         f"{steps!r}")
+             else _check_steps(fn, steps))
     exact = ravel_pytree(jax.grad(f)(params))[0].astype(dtype)
     scale = jnp.max(jnp.abs(exact))
     scale = jnp.where(scale > 0, scale, 1)
@@ -823,6 +866,19 @@ def step_sweep(f: Callable[[Params], Array], params: Params, steps=None,
     hs = jnp.asarray(steps, dtype)
     errors = {m: np.asarray(lax.map(lambda h, m=m: error(m, h), hs)) for m in methods}
     return steps, (errors[methods[0]] if isinstance(method, str) else errors)
+
+
+def _check_steps(fn: str, steps) -> np.ndarray:
+    """``steps`` as a float64 NumPy array: real, 1-D, non-empty, finite and positive."""
+    array = np.asarray(steps)
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise TypeError(f"{fn}: steps must be a non-empty 1-D array of positive real steps, got "
+                        f"dtype {array.dtype}: {steps!r}")
+    array = array.astype(np.float64)
+    if array.ndim != 1 or array.size == 0 or not np.all(np.isfinite(array) & (array > 0)):
+        raise ValueError(f"{fn}: steps must be a non-empty 1-D array of positive steps, got "
+                         f"{array!r}")
+    return array
 
 
 def _power_label(p: int) -> str:
@@ -851,7 +907,7 @@ def plot_step_sweep(steps, errors, *, ax=None,
     """
     from matplotlib.figure import Figure
 
-    steps = np.asarray(steps, np.float64)
+    steps = _check_steps("plot_step_sweep", steps)
     curves = dict(errors) if isinstance(errors, Mapping) else {"finite difference": errors}
     for label, err in curves.items():
         if np.shape(err) != steps.shape:

@@ -21,6 +21,7 @@ r\, e_{m-1}^\top` with :math:`\|r\| = 1`; it is not part of ``T`` but bounds the
 
 from __future__ import annotations
 
+import math
 from typing import Callable, List, Tuple
 
 import jax
@@ -30,8 +31,10 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from jaxcalc._types import Array, Params, PRNGKey, PyTree
-from jaxcalc._validate import check_choice, check_floating, check_ndim, check_scalar_output
-from jaxcalc.derivatives import hvp
+from jaxcalc._validate import (check_choice, check_floating, check_ndim, check_positive,
+                               check_same_structure)
+from jaxcalc.derivatives import (_abstract_call, _check_callable, _check_key, _check_params,
+                                 _check_real_number, _scalar_fn, hvp)
 
 Matvec = Callable[[Array], Array]
 
@@ -65,13 +68,25 @@ def _check_int(fn: str, name: str, value, low: int, high: int | None = None, why
     return value
 
 
+def _check_static_float(fn: str, name: str, value) -> float:
+    """``float(value)`` for a static real number; TypeError for a traced or non-real value."""
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"{fn}: {name} must be a static Python float, got a traced value")
+    if np.shape(value) != ():
+        raise ValueError(f"{fn}: {name} must be a real Python float, got an array of shape "
+                         f"{np.shape(value)}")
+    return _check_real_number(fn, name, value, "a real Python float")
+
+
 def _check_matvec(fn: str, matvec: Matvec, dim: int, dtype) -> None:
-    """Raise ValueError unless ``matvec`` maps a ``(dim,)`` vector to a ``(dim,)`` vector."""
-    out = jax.eval_shape(matvec, jax.ShapeDtypeStruct((dim,), dtype))
+    """Raise unless ``matvec`` maps a ``(dim,)`` vector to a real floating ``(dim,)`` vector."""
+    _check_callable(fn, "matvec", matvec, f"matvec(v) -> v' mapping ({dim},) to ({dim},)")
+    out = _abstract_call(fn, "matvec(v)", matvec, (jax.ShapeDtypeStruct((dim,), dtype),), ("v",))
     shape = getattr(out, "shape", None)
     if shape != (dim,):
         raise ValueError(f"{fn}: matvec must map a ({dim},) vector to a ({dim},) vector, "
                          f"got output {out}")
+    check_floating(fn, "matvec(v)", out)
 
 
 def _matvec_setup(fn: str, matvec: Matvec, dim, dtype):
@@ -86,19 +101,22 @@ def _matvec_setup(fn: str, matvec: Matvec, dim, dtype):
 
 def _hessian_operator(fn: str, f: Callable[[Params], Array], params: Params):
     """Flat Hessian product of the scalar ``f`` at ``params``: ``(matvec, dim, dtype, unravel)``."""
-    check_scalar_output(fn, "f", jax.eval_shape(f, params))
     flat, unravel = ravel_pytree(params)
-    check_floating(fn, "params", flat)
+    check_floating(fn, "params", flat)  # all leaves integer (or complex)
+    _check_params(fn, params)  # one integer leaf among floating ones, named
     if flat.size == 0:
         raise ValueError(f"{fn}: params must have at least one element, got none")
+    _scalar_fn(fn, f, params)
     matvec = lambda v: ravel_pytree(hvp(f, params, unravel(v)))[0]
     return matvec, flat.size, flat.dtype, unravel
 
 
 def _safe_normalize(x: Array) -> Tuple[Array, Array]:
-    """``(x / ||x||, ||x||)``, and ``(0, 0)`` for ``x = 0`` — no NaN in value or gradient."""
+    """``(x / ||x||, ||x||)``, and ``(0, 0)`` for ``x = 0`` — no NaN in value or gradient.
+
+    A NaN ``x`` gives NaN (not a zero vector that would pass for a result)."""
     norm = jnp.linalg.norm(x)
-    nonzero = norm > 0
+    nonzero = norm != 0
     return jnp.where(nonzero, x / jnp.where(nonzero, norm, 1), jnp.zeros_like(x)), norm
 
 
@@ -116,13 +134,18 @@ def ravel_matvec(op: Callable[[PyTree], PyTree], params: Params) -> Tuple[Matvec
 
     Args:
       op: linear map ``v -> A v`` from pytrees like ``params`` to pytrees like ``params``, e.g.
-        ``lambda v: hvp(f, params, v)``.
+        ``lambda v: hvp(f, params, v)``; checked here with ``jax.eval_shape`` (nothing runs).
       params: pytree that fixes the layout (``jax.flatten_util.ravel_pytree`` order).
 
     Returns:
       ``(matvec, dim, unravel)``: ``matvec`` maps ``(dim,)`` vectors to ``(dim,)`` vectors,
       ``dim`` is the number of parameters and ``unravel`` turns a flat vector back into a pytree.
     """
+    fn = "ravel_matvec"
+    _check_callable(fn, "op", op, "op(v) -> pytree like params")
+    _check_params(fn, params)
+    out = _abstract_call(fn, "op(v)", op, (params,), ("v",))
+    check_same_structure(fn, "params", params, "op(v)", out)
     flat, unravel = ravel_pytree(params)
     matvec = lambda v: ravel_pytree(op(unravel(v)))[0]
     return matvec, int(flat.size), unravel
@@ -234,6 +257,7 @@ def lanczos(matvec: Matvec, dim: int, num_iters: int, key: PRNGKey, *,
     fn = "lanczos"
     dim, dtype = _matvec_setup(fn, matvec, dim, dtype)
     num_iters = _check_int(fn, "num_iters", num_iters, 1, dim, f"dim = {dim}")
+    _check_key(fn, key)
     v0 = _safe_normalize(jax.random.normal(key, (dim,), dtype))[0]
     alphas, betas, basis = _lanczos_run(matvec, v0, num_iters, bool(reorthogonalize),
                                         bool(return_basis))
@@ -280,6 +304,7 @@ def _top_eigenpairs(fn, matvec, dim, dtype, k, num_iters, key):
     if num_iters is None:
         num_iters = _default_num_iters(dim, k)
     num_iters = _check_int(fn, "num_iters", num_iters, k, dim, f"k = {k}, dim = {dim}")
+    _check_key(fn, key)
     v0 = _safe_normalize(jax.random.normal(key, (dim,), dtype))[0]
     alphas, betas, basis = _lanczos_run(matvec, v0, num_iters, True, True)
     theta, s = jnp.linalg.eigh(_tridiagonal(alphas, betas))
@@ -326,7 +351,8 @@ def power_iteration_matvec(matvec: Matvec, dim: int, key: PRNGKey, *, num_iters:
     :math:`\lambda_t = v_t^\top A v_t`, in a ``lax.while_loop`` that stops when
     :math:`|\lambda_t - \lambda_{t-1}| \le \mathrm{tol}\, |\lambda_t|` or after ``num_iters``
     products. The error shrinks like :math:`(\lambda_2/\lambda_1)^{2t}`; if ``±λ`` are both
-    dominant the vector does not converge. ``A v = 0`` stops with eigenvalue 0, without NaN.
+    dominant the vector does not converge. ``A v = 0`` stops with eigenvalue 0, without NaN; a
+    NaN or infinite estimate (e.g. NaN params) stops at once, with a NaN eigenvector.
 
     Args:
       matvec: symmetric linear map, ``(dim,)`` to ``(dim,)``.
@@ -348,14 +374,17 @@ def power_iteration_matvec(matvec: Matvec, dim: int, key: PRNGKey, *, num_iters:
 def _power_iteration(fn, matvec, dim, dtype, key, num_iters, tol):
     """Shared body of the two ``power_iteration`` forms."""
     num_iters = _check_int(fn, "num_iters", num_iters, 1)
-    tol = float(tol)
+    tol = _check_static_float(fn, "tol", tol)
     if not tol >= 0:
         raise ValueError(f"{fn}: tol must be >= 0, got {tol}")
+    _check_key(fn, key)
     matvec_d = lambda v: matvec(v).astype(dtype)
 
     def cond(state):
+        # A NaN or infinite estimate (NaN params, overflow) stops the loop: it cannot recover.
         i, _, _, lam, lam_prev = state
-        return (i < num_iters) & ~(jnp.abs(lam - lam_prev) <= tol * jnp.abs(lam))
+        converged = jnp.abs(lam - lam_prev) <= tol * jnp.abs(lam)
+        return (i < num_iters) & jnp.isfinite(lam) & ~converged
 
     def body(state):
         i, v, av, lam, _ = state
@@ -368,7 +397,7 @@ def _power_iteration(fn, matvec, dim, dtype, key, num_iters, tol):
     av0 = matvec_d(v0)
     state = (jnp.array(1), v0, av0, jnp.vdot(v0, av0), jnp.array(jnp.inf, dtype))
     _, v, _, lam, _ = lax.while_loop(cond, body, state)
-    return lam, v
+    return lam, jnp.where(jnp.isfinite(lam), v, jnp.nan)  # no finite vector for a NaN value
 
 
 def power_iteration(f: Callable[[Params], Array], params: Params, key: PRNGKey, *,
@@ -435,6 +464,7 @@ def _hutchinson(fn, matvec, dim, dtype, key, num_samples, distribution, batch_si
     check_choice(fn, "distribution", distribution, _TRACE_DISTRIBUTIONS)
     if batch_size is not None:
         batch_size = _check_int(fn, "batch_size", batch_size, 1)
+    _check_key(fn, key)
     shape = (num_samples, dim)
     if distribution == "rademacher":
         probes = jax.random.rademacher(key, shape, dtype)
@@ -443,7 +473,8 @@ def _hutchinson(fn, matvec, dim, dtype, key, num_samples, distribution, batch_si
     quad = lambda z: jnp.vdot(z, matvec(z).astype(dtype))
     samples = lax.map(quad, probes, batch_size=batch_size or num_samples)
     estimate = jnp.mean(samples)
-    standard_error = jnp.std(samples, ddof=1) / np.sqrt(num_samples)
+    # math.sqrt, not np.sqrt: a NumPy float64 would promote float32 samples to float64.
+    standard_error = jnp.std(samples, ddof=1) / math.sqrt(num_samples)
     return estimate, standard_error
 
 
@@ -510,9 +541,10 @@ def _slq(fn, matvec, dim, dtype, key, num_iters, num_probes):
     """Shared body of the two ``slq_nodes_weights`` forms."""
     num_iters = _check_int(fn, "num_iters", num_iters, 1, dim, f"dim = {dim}")
     num_probes = _check_int(fn, "num_probes", num_probes, 1)
+    _check_key(fn, key)
 
     def one_probe(probe):
-        alphas, betas, _ = _lanczos_run(matvec, probe / np.sqrt(dim), num_iters, True, False)
+        alphas, betas, _ = _lanczos_run(matvec, probe / math.sqrt(dim), num_iters, True, False)
         theta, s = jnp.linalg.eigh(_tridiagonal(alphas, betas))
         return theta, s[0] ** 2
 
@@ -539,11 +571,10 @@ def _check_grid_sigma(fn: str, grid, sigma) -> Tuple[Array, float]:
     grid = jnp.asarray(grid)
     check_ndim(fn, "grid", grid, 1, "(num_points,)")
     check_floating(fn, "grid", grid)
-    if isinstance(sigma, jax.core.Tracer):
-        raise TypeError(f"{fn}: sigma must be a static Python float, got a traced value")
-    sigma = float(sigma)
-    if not sigma > 0:
-        raise ValueError(f"{fn}: sigma must be > 0, got {sigma}")
+    sigma = _check_static_float(fn, "sigma", sigma)
+    check_positive(fn, "sigma", sigma)
+    if not np.isfinite(sigma):
+        raise ValueError(f"{fn}: sigma must be finite, got {sigma}")
     return grid, sigma
 
 
@@ -551,7 +582,7 @@ def _gaussian_mixture_density(nodes: Array, weights: Array, grid: Array, sigma: 
     r"""Density :math:`\frac1P \sum_{p,i} \tau_{pi} \mathcal N(t; \theta_{pi}, \sigma^2)`."""
     grid = grid.astype(nodes.dtype)
     z = (grid[:, None, None] - nodes[None]) / sigma
-    kernel = jnp.exp(-0.5 * z * z) / (sigma * np.sqrt(2 * np.pi))
+    kernel = jnp.exp(-0.5 * z * z) / (sigma * math.sqrt(2 * math.pi))
     return jnp.sum(kernel * weights[None], axis=(1, 2)) / nodes.shape[0]
 
 
