@@ -17,7 +17,13 @@ and ``*_grad`` returns its diagonal (blocks), ``∂ℓ_i / ∂pred_i``, which eq
 the ``"sum"`` loss.
 
 No broadcasting: prediction and target shapes must match exactly, and wrong shapes raise a
-``ValueError`` at trace time naming the function, the argument and the expected shape.
+``ValueError`` at trace time naming the function, the argument and the expected shape. Inputs
+follow ``jaxcalc.activations``: real arrays (or NumPy arrays, scalars, lists); integer and bool
+inputs are promoted to the default float, mixed inputs follow JAX's type promotion (float32 with
+integer stays float32, float32 with float64 gives float64); complex or non-numeric inputs raise a
+``TypeError`` naming the argument. ``reduction="mean"`` of an empty input raises a ``ValueError``
+(a mean over no terms is undefined); ``"sum"`` gives 0 and ``"none"`` an empty array. NaN in
+gives NaN out (for ``"none"``, in the affected elements or rows only).
 
 Relation to the seed's ``LossFunctions`` (seed 002): its ``mse`` is ``mse(..., "mean")``, and its
 gradient ``2 * (y_pred - y_true) / y_true.shape[0]`` equals ``mse_grad`` for 1-D inputs only
@@ -32,10 +38,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxcalc._types import Array, ArrayLike
 from jaxcalc._validate import check_choice, check_ndim, check_shape
-from jaxcalc.activations import _float_dtype, log_softmax, sigmoid, softmax
+from jaxcalc.activations import _float_dtype, _log_softmax, _real_array
 
 REDUCTIONS = ("mean", "sum", "none")
 BCE_EPSILON = 1e-15  # the seed's probability clip; raised to finfo(dtype).eps where coarser.
@@ -54,7 +61,7 @@ def mse(pred: ArrayLike, target: ArrayLike, reduction: str = "mean") -> Array:
       A scalar for ``"mean"``/``"sum"``, else an array shaped like ``pred``.
     """
     check_choice("mse", "reduction", reduction, REDUCTIONS)
-    pred, target = _matching_pair("mse", "pred", pred, "target", target)
+    pred, target = _matching_pair("mse", "pred", pred, "target", target, reduction)
     return _reduce(jnp.square(pred - target), reduction)
 
 
@@ -70,7 +77,7 @@ def mse_grad(pred: ArrayLike, target: ArrayLike, reduction: str = "mean") -> Arr
       An array shaped like ``pred``.
     """
     check_choice("mse_grad", "reduction", reduction, REDUCTIONS)
-    pred, target = _matching_pair("mse_grad", "pred", pred, "target", target)
+    pred, target = _matching_pair("mse_grad", "pred", pred, "target", target, reduction)
     return 2 * (pred - target) / _grad_divisor(pred.size, reduction)
 
 
@@ -92,10 +99,11 @@ def binary_cross_entropy(probs: ArrayLike, targets: ArrayLike, reduction: str = 
       A scalar for ``"mean"``/``"sum"``, else an array shaped like ``probs``.
     """
     check_choice("binary_cross_entropy", "reduction", reduction, REDUCTIONS)
-    probs, targets = _matching_pair("binary_cross_entropy", "probs", probs, "targets", targets)
+    probs, targets = _matching_pair("binary_cross_entropy", "probs", probs, "targets", targets,
+                                    reduction)
     eps = max(BCE_EPSILON, float(jnp.finfo(probs.dtype).eps))
     p = jnp.clip(probs, eps, 1 - eps)
-    losses = -(targets * jnp.log(p) + (1 - targets) * jnp.log1p(-p))
+    losses = -(targets * jnp.log(p) + (1 - targets) * _log_one_minus(p))
     return _reduce(losses, reduction)
 
 
@@ -105,8 +113,8 @@ def binary_cross_entropy_with_logits(logits: ArrayLike, targets: ArrayLike,
 
     .. math:: \ell(z, t) = \max(z, 0) - z t + \log(1 + e^{-|z|}),
 
-    the stable form that equals :math:`-[t \log\sigma(z) + (1 - t)\log(1 - \sigma(z))]` without overflow and is
-    finite (as are its gradients) for logits of ±1e4 in float32 and float64.
+    the stable form that equals :math:`-[t \log\sigma(z) + (1 - t)\log(1 - \sigma(z))]` without
+    overflow and is finite (as are its gradients) for logits of ±1e4 in float32 and float64.
 
     It is evaluated branchwise, :math:`z(1 - t) + \log(1 + e^{-z})` for :math:`z \ge 0` and
     :math:`\log(1 + e^{z}) - z t` for :math:`z < 0` (double ``where``, so the unused branch never
@@ -114,7 +122,8 @@ def binary_cross_entropy_with_logits(logits: ArrayLike, targets: ArrayLike,
     without relying on the subgradient conventions of ``max``/``abs`` (in JAX ``|z|'(0) = 1``),
     and a confident correct logit (``z = 30, t = 1``) gets its loss :math:`\log(1 + e^{-z})` and
     gradient :math:`-\sigma(-z)` to full relative precision, where the ``max`` form cancels O(1)
-    terms in the gradient.
+    terms in the gradient. Infinite logits with the matching hard target (``z = +inf, t = 1`` or
+    ``z = -inf, t = 0``) get their limit, loss 0 and gradient 0, not ``inf * 0 = nan``.
 
     Args:
       logits: real-valued scores ``z``, any shape.
@@ -126,11 +135,11 @@ def binary_cross_entropy_with_logits(logits: ArrayLike, targets: ArrayLike,
     """
     fn = "binary_cross_entropy_with_logits"
     check_choice(fn, "reduction", reduction, REDUCTIONS)
-    z, t = _matching_pair(fn, "logits", logits, "targets", targets)
+    z, t = _matching_pair(fn, "logits", logits, "targets", targets, reduction)
     pos = z >= 0
     z_pos, z_neg = jnp.where(pos, z, 0), jnp.where(pos, 0, z)
-    losses = jnp.where(pos, z_pos * (1 - t) + jnp.log1p(jnp.exp(-z_pos)),
-                       jnp.log1p(jnp.exp(z_neg)) - z_neg * t)
+    losses = jnp.where(pos, _limit_product(z_pos, 1 - t) + jnp.log1p(jnp.exp(-z_pos)),
+                       jnp.log1p(jnp.exp(z_neg)) - _limit_product(z_neg, t))
     return _reduce(losses, reduction)
 
 
@@ -149,8 +158,8 @@ def binary_cross_entropy_with_logits_grad(logits: ArrayLike, targets: ArrayLike,
     """
     fn = "binary_cross_entropy_with_logits_grad"
     check_choice(fn, "reduction", reduction, REDUCTIONS)
-    z, t = _matching_pair(fn, "logits", logits, "targets", targets)
-    g = jnp.where(z >= 0, (1 - t) - sigmoid(-z), sigmoid(z) - t)
+    z, t = _matching_pair(fn, "logits", logits, "targets", targets, reduction)
+    g = jnp.where(z >= 0, (1 - t) - lax.logistic(-z), lax.logistic(z) - t)
     return g / _grad_divisor(z.size, reduction)
 
 
@@ -160,7 +169,10 @@ def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str =
     .. math:: \ell_n = -\sum_c y_{nc} \log \mathrm{softmax}(z_n)_c
 
     Computed with ``log_softmax`` (max subtracted first), so it is exact for logits of ±1e4.
-    Only 2-D logits ``(N, C)`` are accepted; reshape sequences ``(N, T, C)`` to ``(N * T, C)``.
+    A class with target 0 contributes nothing (:math:`0 \log 0 = 0`), even when its logit is
+    ``-inf`` (a masked class): loss and gradients stay finite; a row needs one finite logit.
+    Only 2-D logits ``(N, C)`` with ``C >= 1`` are accepted; reshape sequences ``(N, T, C)`` to
+    ``(N * T, C)``.
 
     Args:
       logits: ``(N, C)`` scores.
@@ -174,9 +186,12 @@ def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str =
       A scalar for ``"mean"``/``"sum"``, else an ``(N,)`` array.
     """
     check_choice("softmax_cross_entropy", "reduction", reduction, REDUCTIONS)
-    z, y = _class_targets("softmax_cross_entropy", logits, labels)
-    losses = -jnp.sum(y * log_softmax(z, axis=-1), axis=-1)
-    return _reduce(losses, reduction)
+    z, y = _class_targets("softmax_cross_entropy", logits, labels, reduction)
+    log_p = _log_softmax(z, -1)
+    # 0 · log 0 = 0 for masked classes (double where: no inf * 0 in the gradient either).
+    zero_term = (y == 0) & jnp.isneginf(log_p)
+    terms = jnp.where(zero_term, 0, y * jnp.where(zero_term, 0, log_p))
+    return _reduce(-jnp.sum(terms, axis=-1), reduction)
 
 
 def softmax_cross_entropy_grad(logits: ArrayLike, labels: ArrayLike,
@@ -195,24 +210,29 @@ def softmax_cross_entropy_grad(logits: ArrayLike, labels: ArrayLike,
     """
     fn = "softmax_cross_entropy_grad"
     check_choice(fn, "reduction", reduction, REDUCTIONS)
-    z, y = _class_targets(fn, logits, labels)
-    g = softmax(z, axis=-1) * jnp.sum(y, axis=-1, keepdims=True) - y
+    z, y = _class_targets(fn, logits, labels, reduction)
+    g = jnp.exp(_log_softmax(z, -1)) * jnp.sum(y, axis=-1, keepdims=True) - y
     return g / _grad_divisor(z.shape[0], reduction)
 
 
-def _matching_pair(fn: str, name_a: str, a: ArrayLike, name_b: str, b: ArrayLike):
+def _matching_pair(fn: str, name_a: str, a: ArrayLike, name_b: str, b: ArrayLike,
+                   reduction: str):
     """``a`` and ``b`` as arrays of their common floating dtype; their shapes must be equal."""
-    a, b = jnp.asarray(a), jnp.asarray(b)
+    a, b = _real_array(fn, name_a, a), _real_array(fn, name_b, b)
     check_shape(fn, name_b, b, a.shape, f"(the shape of {name_a})")
+    _check_nonempty_mean(fn, name_a, a, reduction)
     dtype = _float_dtype(a, b)
     return a.astype(dtype), b.astype(dtype)
 
 
-def _class_targets(fn: str, logits: ArrayLike, labels: ArrayLike):
+def _class_targets(fn: str, logits: ArrayLike, labels: ArrayLike, reduction: str):
     """``(N, C)`` logits and ``(N, C)`` target rows from integer ids or rows; see the losses."""
-    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    logits, labels = _real_array(fn, "logits", logits), _real_array(fn, "labels", labels)
     check_ndim(fn, "logits", logits, 2, "(N, C)")
     n, c = logits.shape
+    if c == 0:
+        raise ValueError(f"{fn}: logits must have at least one class, C >= 1, got shape {(n, c)}")
+    _check_nonempty_mean(fn, "logits", logits, reduction)
     if jnp.issubdtype(labels.dtype, jnp.integer):
         layout = "(N,) of integer class ids (pass one-hot rows as a floating (N, C) array)"
         check_ndim(fn, "labels", labels, 1, layout)
@@ -225,9 +245,37 @@ def _class_targets(fn: str, logits: ArrayLike, labels: ArrayLike):
                                  f"{(n, c)}, got out-of-range values {np.unique(bad)[:5].tolist()}")
         dtype = _float_dtype(logits)
         return logits.astype(dtype), jax.nn.one_hot(labels, c, dtype=dtype)
-    check_shape(fn, "labels", labels, (n, c), "(N, C) of one-hot or probability rows")
+    check_shape(fn, "labels", labels, (n, c),
+                "(N, C) of one-hot or probability rows (class ids need an integer dtype)")
     dtype = _float_dtype(logits, labels)
     return logits.astype(dtype), labels.astype(dtype)
+
+
+def _check_nonempty_mean(fn: str, name: str, x: Array, reduction: str) -> None:
+    """Raise ValueError if ``reduction="mean"`` would average over no terms (empty ``x``)."""
+    if reduction == "mean" and x.size == 0:
+        raise ValueError(f"{fn}: {name} must not be empty for reduction='mean' (a mean over no "
+                         f"terms is undefined), got shape {tuple(x.shape)}")
+
+
+def _log_one_minus(p: Array) -> Array:
+    r""":math:`\log(1 - p)` for ``p`` in [0, 1], to a few ulps.
+
+    ``log1p(-p)`` for small ``p`` (where ``1 - p`` would round away ``p``), ``log(1 - p)`` from
+    ``p = 1/4`` on, where ``1 - p`` rounds by at most ``eps/4``. Not ``log1p`` throughout: XLA's
+    float64 ``log1p`` on CPU is off by up to 129 ulps for arguments in (-0.414, -0.293)
+    (jax-ml/jax#39707; fix proposed in openxla/xla#46765).
+    """
+    return jnp.where(p < 0.25, jnp.log1p(-p), jnp.log(1 - p))
+
+
+def _limit_product(z: Array, w: Array) -> Array:
+    """``z * w``, but 0 where ``z`` is infinite and ``w`` is 0 (the loss's limit, not NaN).
+
+    Double ``where``: the masked product never sees ``inf``, so its gradient is 0, not NaN.
+    """
+    limit = jnp.isinf(z) & (w == 0)
+    return jnp.where(limit, 0, jnp.where(limit, 0, z) * w)
 
 
 def _reduce(losses: Array, reduction: str) -> Array:
