@@ -12,7 +12,7 @@ expected layout and what was given.
 from __future__ import annotations
 
 import numbers
-from typing import Tuple, Union
+from typing import Mapping, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,10 @@ def init_dense(key: PRNGKey, in_features: int, out_features: int, *, init: str =
     """
     if init not in _INITS:
         raise ValueError(f"init_dense: init must be one of {list(_INITS)}, got {init!r}")
+    for name, value in (("in_features", in_features), ("out_features", out_features)):
+        if not _is_int(value):
+            raise TypeError(f"init_dense: {name} must be an int, got {value!r}")
+    _check_float_dtype("init_dense", dtype)
     if in_features < 1 or out_features < 1:
         raise ValueError(f"init_dense: in_features and out_features must be >= 1, got "
                          f"{in_features} and {out_features}")
@@ -52,13 +56,19 @@ def dense(params: Params, x: ArrayLike) -> Array:
     r"""Affine map :math:`y = x W + b`.
 
     Args:
-      params: ``{"w": (in, out), "b": (out,)}``; ``b`` may also be a scalar (broadcast).
+      params: ``{"w": (in, out), "b": (out,)}``, exactly these keys; ``b`` may also be a scalar
+        (broadcast).
       x: ``(..., in)``.
 
     Returns:
-      ``(..., out)``.
+      ``(..., out)``, in the promoted dtype of ``x``, ``w`` and ``b`` (a linear map: complex
+      input stays complex).
     """
     x = jnp.asarray(x)
+    if not isinstance(params, Mapping) or set(params) != {"w", "b"}:
+        got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+        raise ValueError(f"dense: params must be a dict with keys ['b', 'w'] "
+                         f"({{'w': (in_features, out_features), 'b': (out_features,)}}), got {got}")
     w, b = jnp.asarray(params["w"]), jnp.asarray(params["b"])
     check_ndim("dense", "params['w']", w, 2, "(in_features, out_features)")
     if x.ndim < 1 or x.shape[-1] != w.shape[0]:
@@ -113,9 +123,37 @@ def conv2d(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *,
                              f"must fit in the padded input (H + 2 p_h, W + 2 p_w) = {padded} "
                              f"(x shape {tuple(x.shape)}, padding {padding!r})")
     dtype = jnp.result_type(x, kernel)
-    y = lax.conv_general_dilated(x.astype(dtype), kernel.astype(dtype), window_strides=strides,
-                                 padding=pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = _conv2d_as_matmul(x.astype(dtype), kernel.astype(dtype), strides, pads)
     return y if bias is None else y + bias
+
+
+def _conv2d_as_matmul(x: Array, kernel: Array, strides: Tuple[int, int], pads) -> Array:
+    r"""``conv2d``'s cross-correlation as one matrix product of image patches (im2col).
+
+    .. math:: y = P K, \quad P[(n, i, j), (k, l, c)] = x_p[n, i s_h + k, j s_w + l, c]
+
+    ``P`` stacks the ``KH·KW`` strided slices of the padded input along the channel axis and
+    ``K`` is the kernel reshaped to ``(KH·KW·C_in, C_out)``. The result equals
+    ``lax.conv_general_dilated`` (up to the order of the float additions), and its derivatives
+    are slices, pads and matrix products, which XLA:CPU runs at matmul speed, also inside
+    ``lax.scan``/``while_loop`` bodies, where its convolution (and that of the gradient, a
+    transposed convolution) falls back to a path tens of times slower (see BENCHMARKS.md, a).
+    ``P`` holds ``KH·KW`` copies of the input. ``pads``: ``"SAME"``, ``"VALID"`` or
+    ``((lo_h, hi_h), (lo_w, hi_w))``.
+    """
+    kh, kw, c_in, c_out = kernel.shape
+    sh, sw = strides
+    if isinstance(pads, str):
+        pads = lax.padtype_to_pads(x.shape[1:3], (kh, kw), strides, pads)
+    x = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+    n, h, w, _ = x.shape
+    h_out, w_out = (h - kh) // sh + 1, (w - kw) // sw + 1
+    slices = [lax.slice(x, (0, k, l, 0), (n, k + sh * (h_out - 1) + 1, l + sw * (w_out - 1) + 1,
+                                          c_in), (1, sh, sw, 1))
+              for k in range(kh) for l in range(kw)]
+    patches = slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
+    y = patches.reshape(-1, kh * kw * c_in) @ kernel.reshape(kh * kw * c_in, c_out)
+    return y.reshape(n, h_out, w_out, c_out)
 
 
 def max_pool2d(x: ArrayLike, window: IntOrPair = 2, stride: IntOrPair | None = None) -> Array:
@@ -134,10 +172,50 @@ def max_pool2d(x: ArrayLike, window: IntOrPair = 2, stride: IntOrPair | None = N
       ``(N, (H - wh) // sh + 1, (W - ww) // sw + 1, C)``.
     """
     x, dims, strides = _pool_args("max_pool2d", x, window, stride)
-    lowest = -np.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
+    if dims[1] * dims[2] <= _MAX_POOL_SLICES:
+        return _max_pool_by_slices(x, dims[1:3], strides[1:3])
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        lowest = -np.inf
+    else:  # bool: max is logical or, identity False
+        lowest = jnp.iinfo(x.dtype).min if jnp.issubdtype(x.dtype, jnp.integer) else False
     # The identity must be a concrete NumPy scalar, not a jnp array: under jit a jnp constant
     # is staged, reduce_window then falls back to its generic form, and reverse-mode fails.
     return lax.reduce_window(x, np.array(lowest, x.dtype), lax.max, dims, strides, "VALID")
+
+
+# Windows of up to this many entries are pooled by ``_max_pool_by_slices``; larger ones (e.g. a
+# global max) by ``lax.reduce_window``, whose program does not grow with the window.
+_MAX_POOL_SLICES = 16
+
+
+def _max_pool_by_slices(x: Array, window: Tuple[int, int], strides: Tuple[int, int]) -> Array:
+    r"""``max_pool2d`` as a running maximum over the window's ``wh·ww`` strided slices of ``x``.
+
+    .. math:: y \leftarrow \mathrm{where}(e_{kl} > y,\ e_{kl},\ y) \quad
+              \text{for the slices } e_{kl} = x[:, k::s_h, l::s_w, :] \text{ in row-major order}
+
+    Same values as ``lax.reduce_window`` with ``lax.max`` (NaN propagates), and the same
+    gradient: it flows to the first maximal entry of each window, because only a strictly larger
+    entry replaces the running maximum. The derivatives are selects and strided pads, which
+    XLA:CPU fuses into one loop; the gradient of ``reduce_window`` is a ``select_and_scatter``
+    that took most of the seed CNN's step time (see BENCHMARKS.md, a).
+    """
+    n, h, w, c = x.shape
+    (wh, ww), (sh, sw) = window, strides
+    h_out, w_out = (h - wh) // sh + 1, (w - ww) // sw + 1
+    y = None
+    for k in range(wh):
+        for l in range(ww):
+            e = lax.slice(x, (0, k, l, 0), (n, k + sh * (h_out - 1) + 1, l + sw * (w_out - 1) + 1,
+                                            c), (1, sh, sw, 1))
+            if y is None:
+                y = e
+                continue
+            larger = e > y
+            if jnp.issubdtype(x.dtype, jnp.inexact):
+                larger = larger | jnp.isnan(e)
+            y = jnp.where(larger, e, y)
+    return y
 
 
 def avg_pool2d(x: ArrayLike, window: IntOrPair = 2, stride: IntOrPair | None = None) -> Array:
@@ -202,7 +280,6 @@ def batch_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, running_mean: Ar
         raise ValueError(f"batch_norm: momentum must be in [0, 1], got {momentum!r}")
     if isinstance(eps, numbers.Real):
         check_positive("batch_norm", "eps", eps)
-    axes = tuple(range(x.ndim - 1))
     if not train:
         y = gamma * (x - running_mean) * lax.rsqrt(running_var + eps) + beta
         return y, (running_mean, running_var)
@@ -211,9 +288,8 @@ def batch_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, running_mean: Ar
         raise ValueError(f"batch_norm: train mode needs more than one value per channel "
                          f"(prod of x.shape[:-1] >= 2) for the unbiased variance, got x shape "
                          f"{tuple(x.shape)}")
-    mean = jnp.mean(x, axis=axes)
-    var = jnp.mean(jnp.square(x - mean), axis=axes)
-    y = gamma * (x - mean) * lax.rsqrt(var + eps) + beta
+    mean, var, centered = _batch_stats(x)
+    y = gamma * centered * lax.rsqrt(var + eps) + beta
     new_mean = (1 - momentum) * running_mean + momentum * mean
     new_var = (1 - momentum) * running_var + momentum * var * (m / (m - 1))
     return y, (new_mean.astype(running_mean.dtype), new_var.astype(running_var.dtype))
@@ -258,22 +334,66 @@ def batch_norm_input_grad(x: ArrayLike, gamma: ArrayLike, dy: ArrayLike,
     if dy.shape != x.shape:
         raise ValueError(f"batch_norm_input_grad: dy must have x's shape {tuple(x.shape)}, got "
                          f"{tuple(dy.shape)}")
+    _check_real("batch_norm_input_grad", "dy", dy)
     axes = tuple(range(x.ndim - 1))
     m = int(np.prod(x.shape[:-1]))
-    mean = jnp.mean(x, axis=axes)
-    inv_sigma = lax.rsqrt(jnp.mean(jnp.square(x - mean), axis=axes) + eps)
-    x_hat = (x - mean) * inv_sigma
+    if m < 1:
+        raise ValueError(f"batch_norm_input_grad: x must have at least one value per channel "
+                         f"(prod of x.shape[:-1] >= 1), got x shape {tuple(x.shape)}")
+    _, var, centered = _batch_stats(x)
+    inv_sigma = lax.rsqrt(var + eps)
+    x_hat = centered * inv_sigma
     sum_dy = jnp.sum(dy, axis=axes)
     sum_dy_xhat = jnp.sum(dy * x_hat, axis=axes)
     return gamma * inv_sigma / m * (m * dy - sum_dy - x_hat * sum_dy_xhat)
 
 
+def _batch_stats(x: Array) -> Tuple[Array, Array, Array]:
+    r"""Per-channel mean, biased variance and centred input ``x - μ`` over every axis but the
+    last, accurate also for channels whose spread is small against their offset.
+
+    Shifted data (Chan, Golub & LeVeque, 1983): with ``K`` the first entry of each channel and
+    ``d = x - K``, :math:`x - \mu = d - \operatorname{mean}(d)`, :math:`\sigma^2 =
+    \operatorname{mean}((x - \mu)^2)` and :math:`\mu = K + \operatorname{mean}(d)`. The plain
+    ``x - mean(x)`` carries the round-off of ``mean(x)`` and of ``μ`` itself, of order
+    ``eps·|x|``: in float32 a channel equal to 6554.23 everywhere got ``x - μ = 5e-4`` and
+    normalized to 0.15 instead of 0, and a spread of 0.01 around 6554 normalized with errors
+    up to 0.03 (now 6e-8). Differences ``x - K`` within a factor 2 of each other are exact, so the centred input
+    is exact for a constant channel and accurate to ``eps·spread`` otherwise. ``K`` is under
+    ``stop_gradient``: the results do not depend on it, so derivatives of every order are
+    those of the plain formulas.
+
+    Returns:
+      ``(mean, var, centered)``: ``(C,)``, ``(C,)`` and ``x``'s shape.
+    """
+    axes = tuple(range(x.ndim - 1))
+    shift = lax.stop_gradient(x.reshape(-1, x.shape[-1])[0])
+    d = x - shift
+    d_mean = jnp.mean(d, axis=axes)
+    centered = d - d_mean
+    return shift + d_mean, jnp.mean(jnp.square(centered), axis=axes), centered
+
+
+def _check_real(fn: str, name: str, x: Array) -> None:
+    """Raise TypeError if ``x`` is complex (an order or a variance is not defined for it)."""
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"{fn}: {name} must be real (float, int or bool), got dtype {x.dtype}")
+
+
+def _check_float_dtype(fn: str, dtype) -> None:
+    """Raise TypeError unless ``dtype`` (an init's ``dtype=`` argument) is None or floating."""
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{fn}: dtype must be a floating dtype (or None for the default float), "
+                        f"got {dtype!r}")
+
+
 def _as_float(fn: str, x: ArrayLike) -> Array:
-    """``x`` as an array of ndim >= 2 with a floating dtype (integers -> default float)."""
+    """``x`` as a real array of ndim >= 2 with a floating dtype (integers -> default float)."""
     x = jnp.asarray(x)
     if x.ndim < 2:
         raise ValueError(f"{fn}: x must be at least 2-D (N, C) or (N, H, W, C), got shape "
                          f"{tuple(x.shape)}")
+    _check_real(fn, "x", x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     return x
@@ -288,6 +408,7 @@ def _bn_channel_args(fn: str, x: Array, **arrays) -> Tuple[Array, ...]:
         if value.shape != (channels,):
             raise ValueError(f"{fn}: {name} must have shape ({channels},) (C, x's last axis; x "
                              f"shape {tuple(x.shape)}), got {tuple(value.shape)}")
+        _check_real(fn, name, value)
         out.append(value)
     return tuple(out)
 
@@ -329,6 +450,7 @@ def _padding(fn: str, padding: Padding):
 def _pool_args(fn: str, x, window, stride):
     x = jnp.asarray(x)
     check_ndim(fn, "x", x, 4, "(N, H, W, C)")
+    _check_real(fn, "x", x)
     wh, ww = _pair(fn, "window", window)
     sh, sw = _pair(fn, "stride", window if stride is None else stride)
     if wh > x.shape[1] or ww > x.shape[2]:

@@ -7,6 +7,13 @@ The contract (as ``jax.example_libraries.stax``):
   has parameters, named ``dense0``, ``conv1``, ...).
 * ``apply(params, x) -> y``, pure and ``jax.jit``-able.
 
+``apply`` checks ``params`` at trace time against what ``init`` builds: a missing, extra or
+reshaped leaf raises ``ValueError`` naming the layer and the entry (``serial: params is missing
+the entries ['dense1']``, ``Dense(3): params['w'] must have shape (in_features, 3)``), the
+expected and the given. Models are real-valued networks: complex ``x`` raises
+``TypeError``; integer ``x`` is promoted to the parameters' dtype. NaN is not an error: it
+propagates to the outputs it feeds.
+
 Layer constructors (``Dense``, ``Conv2D``, ``MaxPool2D``, ``AvgPool2D``, ``Flatten``,
 ``Activation``) are combined with ``serial``. The standard models of the seed notes are built on
 them: ``mlp``, ``two_layer_sigmoid`` (seed 000), ``cnn`` (seed 002's conv32-pool-conv64-pool-
@@ -15,10 +22,12 @@ dense128 network) and ``rnn_regressor`` (seed 002's BPTT time-series network).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence, Tuple, Union
+import numbers
+from typing import Callable, Mapping, NamedTuple, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcalc import activations, layers, rnn
 from jaxcalc._types import Array, Params, PRNGKey, Shape
@@ -48,10 +57,64 @@ def get_activation(activation: ActivationLike) -> Callable[[Array], Array]:
     """An activation function by name (``"sigmoid"``, ``"tanh"``, ``"relu"``, ...) or as given."""
     if callable(activation):
         return activation
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be a callable or one of {sorted(_ACTIVATIONS)}, "
-                         f"got {activation!r}")
+    if not isinstance(activation, str) or activation not in _ACTIVATIONS:
+        raise ValueError(f"get_activation: activation must be a callable or one of "
+                         f"{sorted(_ACTIVATIONS)}, got {activation!r}")
     return _ACTIVATIONS[activation]
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_input_shape(fn: str, input_shape, ndim: int | None = None, layout: str = "") -> Shape:
+    """``input_shape`` as a tuple of ints (``-1`` allowed for the batch axis), of length ``ndim``
+    (or at least 1 when ``ndim`` is None); else TypeError (not ints) or ValueError (length)."""
+    if not isinstance(input_shape, (tuple, list)) or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in input_shape):
+        raise TypeError(f"{fn}: input_shape must be a tuple of ints{' ' + layout if layout else ''}"
+                        f", got {input_shape!r}")
+    if (len(input_shape) != ndim) if ndim is not None else (len(input_shape) < 1):
+        want = f"{ndim}-D {layout}" if ndim is not None else "at least 1-D (..., features)"
+        raise ValueError(f"{fn}: input_shape must be {want}, got {tuple(input_shape)}")
+    return tuple(int(d) for d in input_shape)
+
+
+def _check_params(fn: str, params, expected: Mapping[str, tuple], name: str = "params") -> None:
+    """Raise ValueError unless ``params`` is a dict with exactly ``expected``'s keys and each
+    leaf has the expected shape (a ``str`` entry, e.g. ``"C_in"``, matches any size; a ``None``
+    shape is not checked)."""
+    if not isinstance(params, Mapping) or set(params) != set(expected):
+        got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+        raise ValueError(f"{fn}: {name} must be a dict with keys {sorted(expected)} (from init), "
+                         f"got {got}")
+    for key, want in expected.items():
+        if want is None:
+            continue
+        got = np.shape(params[key])
+        if len(got) != len(want) or any(isinstance(w, int) and w != g for w, g in zip(want, got)):
+            shown = "(" + ", ".join(map(str, want)) + ("," if len(want) == 1 else "") + ")"
+            raise ValueError(f"{fn}: {name}[{key!r}] must have shape {shown}, got {got}")
+
+
+def _check_real_input(fn: str, x, name: str = "x") -> Array:
+    """``x`` as an array; TypeError if it is complex (models are real-valued networks)."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"{fn}: {name} must be real (float, int or bool), got dtype {x.dtype}")
+    return x
+
+
+def _check_no_params(fn: str, params) -> None:
+    """Raise ValueError unless a parameterless layer got empty params (``{}``)."""
+    if jax.tree_util.tree_leaves(params):
+        raise ValueError(f"{fn}: params must be empty ({{}}; this layer has no parameters), got "
+                         f"{jax.tree_util.tree_structure(params)}")
+
+
+def _check_dtype(fn: str, dtype) -> None:
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{fn}: dtype must be a floating dtype (or None for the default float), "
+                        f"got {dtype!r}")
 
 
 # ----------------------------------------------------------------------------- layers
@@ -60,13 +123,20 @@ def get_activation(activation: ActivationLike) -> Callable[[Array], Array]:
 def Dense(out_features: int, *, init: str = "glorot", use_bias: bool = True, dtype=None) -> Model:
     """Dense layer ``x @ w + b`` on ``(..., in)``; params ``{"w", "b"}`` (``{"w"}`` without bias)."""
 
+    expected = {"w": ("in_features", out_features)}
+    if use_bias:
+        expected["b"] = (out_features,)
+
     def init_fn(key, input_shape):
+        input_shape = _check_input_shape("Dense", input_shape)
         params = layers.init_dense(key, input_shape[-1], out_features, init=init, dtype=dtype)
         if not use_bias:
             params = {"w": params["w"]}
-        return tuple(input_shape[:-1]) + (out_features,), params
+        return input_shape[:-1] + (out_features,), params
 
     def apply_fn(params, x):
+        _check_params(f"Dense({out_features})", params, expected)
+        x = _check_real_input(f"Dense({out_features})", x)
         if use_bias:
             return layers.dense(params, x)
         return layers.dense({"w": params["w"], "b": jnp.zeros((), params["w"].dtype)}, x)
@@ -78,10 +148,11 @@ def Conv2D(filters: int, kernel_size: Union[int, Tuple[int, int]] = 3, *, stride
            dtype=None) -> Model:
     """Convolution on NHWC input; params ``{"w": (KH, KW, C_in, filters), "b": (filters,)}`` (He init)."""
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    _check_dtype("Conv2D", dtype)
+    expected = {"w": (kh, kw, "C_in", filters), "b": (filters,)}
 
     def init_fn(key, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(f"Conv2D: input_shape must be (N, H, W, C_in), got {tuple(input_shape)}")
+        input_shape = _check_input_shape("Conv2D", input_shape, 4, "(N, H, W, C_in)")
         c_in = input_shape[3]
         dt = dtype or jnp.result_type(float)
         fan_in = kh * kw * c_in
@@ -93,6 +164,8 @@ def Conv2D(filters: int, kernel_size: Union[int, Tuple[int, int]] = 3, *, stride
         return (input_shape[0],) + probe.shape[1:], params
 
     def apply_fn(params, x):
+        _check_params(f"Conv2D({filters})", params, expected)
+        x = _check_real_input(f"Conv2D({filters})", x)
         return layers.conv2d(x, params["w"], params["b"], stride=stride, padding=padding)
 
     return Model(init_fn, apply_fn)
@@ -100,13 +173,16 @@ def Conv2D(filters: int, kernel_size: Union[int, Tuple[int, int]] = 3, *, stride
 
 def _pool(name: str, fn, window, stride) -> Model:
     def init_fn(key, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(f"{name}: input_shape must be (N, H, W, C), got {tuple(input_shape)}")
+        input_shape = _check_input_shape(name, input_shape, 4, "(N, H, W, C)")
         probe = jax.eval_shape(lambda a: fn(a, window, stride),
                                jax.ShapeDtypeStruct((1,) + tuple(input_shape[1:]), jnp.float32))
         return (input_shape[0],) + probe.shape[1:], {}
 
-    return Model(init_fn, lambda params, x: fn(x, window, stride))
+    def apply_fn(params, x):
+        _check_no_params(name, params)
+        return fn(x, window, stride)
+
+    return Model(init_fn, apply_fn)
 
 
 def MaxPool2D(window=2, stride=None) -> Model:
@@ -123,18 +199,29 @@ def Flatten() -> Model:
     """``(N, ...) -> (N, prod(...))`` (no parameters)."""
 
     def init_fn(key, input_shape):
+        input_shape = _check_input_shape("Flatten", input_shape)
         size = 1
         for d in input_shape[1:]:
             size *= d
         return (input_shape[0], size), {}
 
-    return Model(init_fn, lambda params, x: layers.flatten(x))
+    def apply_fn(params, x):
+        _check_no_params("Flatten", params)
+        return layers.flatten(x)
+
+    return Model(init_fn, apply_fn)
 
 
 def Activation(activation: ActivationLike) -> Model:
     """Elementwise activation layer (no parameters)."""
     fn = get_activation(activation)
-    return Model(lambda key, input_shape: (tuple(input_shape), {}), lambda params, x: fn(x))
+
+    def apply_fn(params, x):
+        _check_no_params("Activation", params)
+        return fn(x)
+
+    return Model(lambda key, input_shape: (_check_input_shape("Activation", input_shape), {}),
+                 apply_fn)
 
 
 def serial(*models: Model, names: Sequence[str] | None = None) -> Model:
@@ -143,6 +230,10 @@ def serial(*models: Model, names: Sequence[str] | None = None) -> Model:
     Names default to the layer kind and a per-kind counter (``dense0``, ``conv0``, ``dense1``);
     pass ``names`` to choose them.
     """
+    for i, m in enumerate(models):
+        if not (isinstance(m, tuple) and len(m) == 2 and all(map(callable, m))):
+            raise TypeError(f"serial: models[{i}] must be an (init, apply) pair (a Model, e.g. "
+                            f"Dense(3)), got {m!r}")
     if names is None:
         names, counts = [], {}
         for m in models:
@@ -152,6 +243,7 @@ def serial(*models: Model, names: Sequence[str] | None = None) -> Model:
     if len(names) != len(models) or len(set(names)) != len(names):
         raise ValueError(f"serial: names must be {len(models)} distinct strings, got {names!r}")
     names = list(names)
+    with_params = [n for n, m in zip(names, models) if _kind(m) != "layer"]
 
     def init_fn(key, input_shape):
         params = {}
@@ -163,6 +255,17 @@ def serial(*models: Model, names: Sequence[str] | None = None) -> Model:
         return shape, params
 
     def apply_fn(params, x):
+        if not isinstance(params, Mapping):
+            raise ValueError(f"serial: params must be a dict {{layer name: params}} (from init), "
+                             f"got {type(params).__name__}")
+        unknown = [k for k in params if k not in names]
+        if unknown:
+            raise ValueError(f"serial: params has entries {unknown} that name no layer; the "
+                             f"layers are {names}")
+        missing = [n for n in with_params if n not in params]
+        if missing:
+            raise ValueError(f"serial: params is missing the entries {missing} (layers with "
+                             f"parameters); got entries {list(params)}")
         for name, m in zip(names, models):
             x = m.apply(params.get(name, {}), x)
         return x
@@ -191,6 +294,9 @@ def mlp(sizes: Sequence[int], activation: ActivationLike = "tanh", *,
     ``init(key, input_shape=None)`` defaults ``input_shape`` to ``(-1, sizes[0])``.
     Params: ``{"dense0": {"w", "b"}, ..., "dense{L-1}": ...}``.
     """
+    if not isinstance(sizes, (list, tuple)) or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in sizes):
+        raise TypeError(f"mlp: sizes must be a list of ints (layer widths), got {sizes!r}")
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
         raise ValueError(f"mlp: sizes must list >= 2 positive layer widths, got {sizes}")
@@ -207,7 +313,8 @@ def mlp(sizes: Sequence[int], activation: ActivationLike = "tanh", *,
     net = serial(*parts)
 
     def init_fn(key, input_shape=None):
-        input_shape = (-1, sizes[0]) if input_shape is None else tuple(input_shape)
+        input_shape = ((-1, sizes[0]) if input_shape is None
+                       else _check_input_shape("mlp", input_shape))
         if input_shape[-1] != sizes[0]:
             raise ValueError(f"mlp: input_shape must end in sizes[0] = {sizes[0]}, got {input_shape}")
         return net.init(key, input_shape)
@@ -224,8 +331,11 @@ def two_layer_sigmoid(input_size: int, hidden_size: int, output_size: int = 1) -
     "missing mean factor"; see ``experiments/seeds.py``).
     """
 
+    expected = {"W1": (input_size, hidden_size), "W2": (hidden_size, output_size)}
+
     def init_fn(key, input_shape=None):
-        input_shape = (-1, input_size) if input_shape is None else tuple(input_shape)
+        input_shape = ((-1, input_size) if input_shape is None
+                       else _check_input_shape("two_layer_sigmoid", input_shape))
         if input_shape[-1] != input_size:
             raise ValueError(f"two_layer_sigmoid: input_shape must end in {input_size}, got {input_shape}")
         k1, k2 = jax.random.split(key)
@@ -235,6 +345,11 @@ def two_layer_sigmoid(input_size: int, hidden_size: int, output_size: int = 1) -
             "W2": jax.random.normal(k2, (hidden_size, output_size), dt)}
 
     def apply_fn(params, x):
+        _check_params("two_layer_sigmoid", params, expected)
+        x = _check_real_input("two_layer_sigmoid", x)
+        if x.ndim < 1 or x.shape[-1] != input_size:
+            raise ValueError(f"two_layer_sigmoid: x must have shape (..., {input_size}) "
+                             f"(input_size), got {tuple(x.shape)}")
         return activations.sigmoid(activations.sigmoid(x @ params["W1"]) @ params["W2"])
 
     return Model(init_fn, apply_fn)
@@ -266,19 +381,26 @@ def rnn_regressor(hidden: int, out_features: int = 1, *, cell: str = "rnn", dtyp
     if cell not in cells:
         raise ValueError(f"rnn_regressor: cell must be one of {sorted(cells)}, got {cell!r}")
     init_cell, cell_fn = cells[cell]
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    biases = ("b_x", "b_h") if cell == "gru" else ("b",)
+    readout = {"w": (hidden, out_features), "b": (out_features,)}
 
     def init_fn(key, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(f"rnn_regressor: input_shape must be (batch, time, features), got "
-                             f"{tuple(input_shape)}")
+        input_shape = _check_input_shape("rnn_regressor", input_shape, 3,
+                                         "(batch, time, features)")
         kc, kr = jax.random.split(key)
         params = {"cell": init_cell(kc, input_shape[2], hidden, dtype=dtype),
                   "readout": layers.init_dense(kr, hidden, out_features, dtype=dtype)}
         return (input_shape[0], out_features), params
 
     def apply_fn(params, xs):
-        xs = jnp.asarray(xs)
+        xs = _check_real_input("rnn_regressor", xs, "xs")
         check_ndim("rnn_regressor", "xs", xs, 3, "(batch, time, features)")
+        _check_params("rnn_regressor", params, {"cell": None, "readout": None})
+        _check_params("rnn_regressor", params["cell"],
+                      {"w_x": ("in_features", gates * hidden), "w_h": (hidden, gates * hidden)}
+                      | {b: (gates * hidden,) for b in biases}, name="params['cell']")
+        _check_params("rnn_regressor", params["readout"], readout, name="params['readout']")
         dt = params["readout"]["w"].dtype
         h0 = jnp.zeros((xs.shape[0], hidden), dt)
         if cell == "lstm":

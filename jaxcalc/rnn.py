@@ -10,18 +10,23 @@ r, z, n with separate input and hidden biases), so weights can be compared one-t
 Initialisation is PyTorch's ``U(-1/√H, 1/√H)``, except that the LSTM forget-gate bias starts
 at 1 (Jozefowicz et al., 2015).
 
-Shapes are checked at trace time: a cell raises ``ValueError`` when ``x``'s last axis is not the
-number of rows of ``params["w_x"]``, when ``h`` does not match ``params["w_h"]``, or (LSTM) when
-the carry is not an ``(h, c)`` pair; ``unroll`` checks ``xs`` and ``h0`` against each other.
+Shapes are checked at trace time: a cell raises ``ValueError`` when ``params`` does not have
+exactly its ``init_*`` keys and shapes (a missing, extra or reshaped leaf), when ``x``'s last axis
+is not the number of rows of ``params["w_x"]``, when ``h`` does not match ``params["w_h"]``, or
+(LSTM) when the carry is not an ``(h, c)`` pair; ``unroll`` checks ``xs`` and ``h0`` against each
+other. Complex inputs raise ``TypeError``; integer ones are promoted by the arithmetic. NaN is not
+an error: it propagates to every later hidden state of its batch row.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Mapping, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxcalc._types import Array, ArrayLike, Params, PRNGKey, PyTree
@@ -37,9 +42,14 @@ def _uniform(key: PRNGKey, shape, hidden: int, dtype) -> Array:
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-def _check_sizes(fn: str, in_features: int, hidden: int) -> None:
-    check_positive(fn, "in_features", in_features)
-    check_positive(fn, "hidden", hidden)
+def _check_sizes(fn: str, in_features: int, hidden: int, dtype) -> None:
+    for name, value in (("in_features", in_features), ("hidden", hidden)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise TypeError(f"{fn}: {name} must be an int, got {value!r}")
+        check_positive(fn, name, value)
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{fn}: dtype must be a floating dtype (or None for the default float), "
+                        f"got {dtype!r}")
 
 
 def _describe(value) -> str:
@@ -51,24 +61,54 @@ def _describe(value) -> str:
     return f"a {type(value).__name__}"
 
 
-def _check_cell_inputs(fn: str, params: Params, keys: Sequence[str], h, x) -> None:
-    """Trace-time checks shared by the cells: params keys, ``x`` vs ``w_x``, ``h`` vs ``w_h``."""
-    if not isinstance(params, Mapping) or any(k not in params for k in keys):
+def _check_cell_params(fn: str, params: Params, biases: Sequence[str], gates: int) -> None:
+    """Exactly the keys ``w_x``, ``w_h`` and ``biases``, with shapes ``(in, G·H)``, ``(H, G·H)``
+    and ``(G·H,)`` for ``G = gates``, and real dtypes; else ValueError/TypeError."""
+    keys = ("w_x", "w_h", *biases)
+    if not isinstance(params, Mapping) or set(params) != set(keys):
         got = sorted(params) if isinstance(params, Mapping) else _describe(params)
         raise ValueError(f"{fn}: params must be a dict with keys {list(keys)} (from init_{fn}), "
                          f"got {got}")
-    in_features, hidden = params["w_x"].shape[0], params["w_h"].shape[0]
+    w_h = params["w_h"]
+    hidden = np.shape(w_h)[0] if np.ndim(w_h) == 2 else -1
+    gh = f"{gates}·H" if gates > 1 else "H"
+    if np.shape(w_h) != (hidden, gates * hidden):
+        raise ValueError(f"{fn}: params['w_h'] must have shape (H, {gh}) (from init_{fn}), got "
+                         f"shape {np.shape(w_h)}")
+    where = (f"H = {hidden} from params['w_h']" if gates == 1
+             else f"{gh} = {gates * hidden} with H = {hidden} from params['w_h']")
+    w_x = params["w_x"]
+    if np.ndim(w_x) != 2 or np.shape(w_x)[1] != gates * hidden:
+        raise ValueError(f"{fn}: params['w_x'] must have shape (in_features, {gates * hidden}) "
+                         f"({where}), got shape {np.shape(w_x)}")
+    for name in biases:
+        if np.shape(params[name]) != (gates * hidden,):
+            raise ValueError(f"{fn}: params[{name!r}] must have shape ({gates * hidden},) "
+                             f"({where}), got shape {np.shape(params[name])}")
+    for name in keys:
+        if jnp.issubdtype(jnp.result_type(params[name]), jnp.complexfloating):
+            raise TypeError(f"{fn}: params[{name!r}] must be real, got dtype "
+                            f"{jnp.result_type(params[name])}")
+
+
+def _check_cell_inputs(fn: str, params: Params, biases: Sequence[str], gates: int, h, x) -> None:
+    """Trace-time checks shared by the cells: params, ``x`` vs ``w_x``, ``h`` vs ``w_h``."""
+    _check_cell_params(fn, params, biases, gates)
+    in_features, hidden = np.shape(params["w_x"])[0], np.shape(params["w_h"])[0]
     if not hasattr(h, "shape"):
         raise ValueError(f"{fn}: h must be an array (batch, {hidden}), got {_describe(h)}")
+    for name, value in (("x", x), ("h", h)):
+        if jnp.issubdtype(value.dtype, jnp.complexfloating):
+            raise TypeError(f"{fn}: {name} must be real, got dtype {value.dtype}")
     check_ndim(fn, "x", x, (1, 2), f"(batch, {in_features})")
     check_ndim(fn, "h", h, (1, 2), f"(batch, {hidden})")
     if x.shape[-1] != in_features:
         raise ValueError(f"{fn}: x must have {in_features} features (rows of params['w_x'] of "
-                         f"shape {tuple(params['w_x'].shape)}) on its last axis, got shape "
+                         f"shape {np.shape(params['w_x'])}) on its last axis, got shape "
                          f"{tuple(x.shape)}")
     if h.shape[-1] != hidden:
         raise ValueError(f"{fn}: h must have {hidden} units (rows of params['w_h'] of shape "
-                         f"{tuple(params['w_h'].shape)}) on its last axis, got shape "
+                         f"{np.shape(params['w_h'])}) on its last axis, got shape "
                          f"{tuple(h.shape)}")
     if h.shape[:-1] != x.shape[:-1]:
         raise ValueError(f"{fn}: h and x must have the same batch shape, got h {tuple(h.shape)} "
@@ -78,7 +118,7 @@ def _check_cell_inputs(fn: str, params: Params, keys: Sequence[str], h, x) -> No
 def init_rnn_cell(key: PRNGKey, in_features: int, hidden: int, *, dtype=None) -> Params:
     """Elman-cell parameters ``{"w_x": (in_features, hidden), "w_h": (hidden, hidden),
     "b": (hidden,)}``, each ``U(-1/√hidden, 1/√hidden)``; ``dtype`` defaults to JAX's float."""
-    _check_sizes("init_rnn_cell", in_features, hidden)
+    _check_sizes("init_rnn_cell", in_features, hidden, dtype)
     dtype = dtype or jnp.result_type(float)
     kx, kh, kb = jax.random.split(key, 3)
     return {"w_x": _uniform(kx, (in_features, hidden), hidden, dtype),
@@ -98,14 +138,14 @@ def rnn_cell(params: Params, h: Array, x: Array) -> Array:
       ``(batch, hidden)``, in the promoted dtype of ``params``, ``h`` and ``x``.
     """
     x = jnp.asarray(x)
-    _check_cell_inputs("rnn_cell", params, ("w_x", "w_h", "b"), h, x)
+    _check_cell_inputs("rnn_cell", params, ("b",), 1, h, x)
     return jnp.tanh(x @ params["w_x"] + h @ params["w_h"] + params["b"])
 
 
 def init_lstm_cell(key: PRNGKey, in_features: int, hidden: int, *, dtype=None) -> Params:
     """LSTM parameters ``{"w_x": (in, 4H), "w_h": (H, 4H), "b": (4H,)}``, gates ordered
     i, f, g, o; ``U(-1/√H, 1/√H)`` except the forget-gate bias, which starts at 1."""
-    _check_sizes("init_lstm_cell", in_features, hidden)
+    _check_sizes("init_lstm_cell", in_features, hidden, dtype)
     dtype = dtype or jnp.result_type(float)
     kx, kh, kb = jax.random.split(key, 3)
     b = _uniform(kb, (4 * hidden,), hidden, dtype).at[hidden:2 * hidden].set(1.0)
@@ -134,10 +174,12 @@ def lstm_cell(params: Params, carry: Tuple[Array, Array], x: Array) -> Tuple[Arr
                          f"got {_describe(carry)}")
     h, c = carry
     x = jnp.asarray(x)
-    _check_cell_inputs("lstm_cell", params, ("w_x", "w_h", "b"), h, x)
+    _check_cell_inputs("lstm_cell", params, ("b",), 4, h, x)
     if not hasattr(c, "shape") or c.shape != h.shape:
         raise ValueError(f"lstm_cell: c (carry[1]) must have the shape of h {tuple(h.shape)}, "
                          f"got {_describe(c)}")
+    if jnp.issubdtype(c.dtype, jnp.complexfloating):
+        raise TypeError(f"lstm_cell: c (carry[1]) must be real, got dtype {c.dtype}")
     i, f, g, o = jnp.split(x @ params["w_x"] + h @ params["w_h"] + params["b"], 4, axis=-1)
     c = sigmoid(f) * c + sigmoid(i) * jnp.tanh(g)
     h = sigmoid(o) * jnp.tanh(c)
@@ -147,7 +189,7 @@ def lstm_cell(params: Params, carry: Tuple[Array, Array], x: Array) -> Tuple[Arr
 def init_gru_cell(key: PRNGKey, in_features: int, hidden: int, *, dtype=None) -> Params:
     """GRU parameters ``{"w_x": (in, 3H), "w_h": (H, 3H), "b_x": (3H,), "b_h": (3H,)}``, gates
     ordered r, z, n, each ``U(-1/√H, 1/√H)``."""
-    _check_sizes("init_gru_cell", in_features, hidden)
+    _check_sizes("init_gru_cell", in_features, hidden, dtype)
     dtype = dtype or jnp.result_type(float)
     kx, kh, kbx, kbh = jax.random.split(key, 4)
     return {"w_x": _uniform(kx, (in_features, 3 * hidden), hidden, dtype),
@@ -174,7 +216,7 @@ def gru_cell(params: Params, h: Array, x: Array) -> Array:
       ``(batch, H)``.
     """
     x = jnp.asarray(x)
-    _check_cell_inputs("gru_cell", params, ("w_x", "w_h", "b_x", "b_h"), h, x)
+    _check_cell_inputs("gru_cell", params, ("b_x", "b_h"), 3, h, x)
     xr, xz, xn = jnp.split(x @ params["w_x"] + params["b_x"], 3, axis=-1)
     hr, hz, hn = jnp.split(h @ params["w_h"] + params["b_h"], 3, axis=-1)
     r = sigmoid(xr + hr)
@@ -201,6 +243,9 @@ def unroll(cell: Cell, params: Params, h0: PyTree, xs: ArrayLike) -> Tuple[PyTre
       ``(h_last, hs)``: the final carry (same structure as ``h0``) and the hidden states
       ``hs`` of shape ``(batch, time, hidden)`` (for an LSTM, its ``h`` part).
     """
+    if not callable(cell):
+        raise TypeError(f"unroll: cell must be a function cell(params, carry, x_t) -> carry "
+                        f"(e.g. rnn_cell), got {_describe(cell)}")
     xs = jnp.asarray(xs)
     check_ndim("unroll", "xs", xs, 3, "(batch, time, features)")
     if isinstance(h0, list):
@@ -211,9 +256,10 @@ def unroll(cell: Cell, params: Params, h0: PyTree, xs: ArrayLike) -> Tuple[PyTre
             raise ValueError(f"unroll: h0 must be (batch, hidden) (or a pair of them for the "
                              f"LSTM) with batch = {batch} (xs's first axis), got "
                              f"{_describe(jnp.asarray(leaf))}")
-    if isinstance(params, Mapping) and "w_x" in params and xs.shape[2] != params["w_x"].shape[0]:
-        raise ValueError(f"unroll: xs must have {params['w_x'].shape[0]} features (rows of "
-                         f"params['w_x'] of shape {tuple(params['w_x'].shape)}) on its last axis, "
+    if (isinstance(params, Mapping) and np.ndim(params.get("w_x")) == 2
+            and xs.shape[2] != np.shape(params["w_x"])[0]):
+        raise ValueError(f"unroll: xs must have {np.shape(params['w_x'])[0]} features (rows of "
+                         f"params['w_x'] of shape {np.shape(params['w_x'])}) on its last axis, "
                          f"got shape {tuple(xs.shape)}")
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(params), *jax.tree_util.tree_leaves(h0),
                             xs)

@@ -7,8 +7,9 @@ Conventions (NumPy/SciPy's): the DFT of a length-``n`` signal is
 unnormalised, exactly ``scipy.fft.fft`` (which the seed notes use). For a real signal
 :math:`X_{n-k} = \overline{X_k}`, so only the one-sided bins ``k = 0..n//2`` (``rfft``) carry
 information. ``power_spectrum`` and ``fourier_features`` use those bins and are real-valued and
-differentiable, so they can sit inside a model trained with ``jax.grad``; the amplitude uses a
-double-``where`` square root so its gradient is finite (zero) where a bin is exactly 0.
+differentiable, so they can sit inside a model trained with ``jax.grad``; the amplitude is a
+double-``where`` modulus so its gradient is finite (zero) where a bin is exactly 0. NaN input is
+not an error: it propagates (a NaN sample makes every bin of its signal NaN).
 
 Bad arguments raise at trace time: ``TypeError`` for a wrong dtype or a non-integer ``axis``/
 ``n_features``, ``ValueError`` for an axis out of range, an empty signal or too many features.
@@ -61,15 +62,18 @@ def _squared_magnitude(z: Array) -> Array:
     return jnp.real(z) ** 2 + jnp.imag(z) ** 2
 
 
-def _safe_sqrt(s: Array) -> Array:
-    r""":math:`\sqrt{s}` for ``s >= 0`` with gradient 0 (not ∞·0 = NaN) at ``s = 0``.
+def _safe_abs(z: Array) -> Array:
+    r""":math:`|z|` of complex ``z`` with gradient 0 (not 0/0 = NaN) at ``z = 0``.
 
-    Double-``where``: the inner ``where`` keeps ``sqrt`` away from 0 on both the forward and the
-    backward pass, the outer one puts back the exact value 0.
+    Double-``where``: the inner ``where`` keeps ``abs`` away from 0 on both the forward and the
+    backward pass, the outer one puts back the exact value 0. ``abs`` is a scaled ``hypot``, so
+    :math:`|z|` is exact where :math:`\Re(z)^2 + \Im(z)^2` would underflow (``|z|`` below
+    ``sqrt(tiny)``, ~1e-19 in float32) or overflow (above ~1e19 in float32). NaN is ``!= 0``, so
+    it propagates.
     """
-    positive = s > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, s, jnp.ones_like(s))),
-                     jnp.zeros_like(s))
+    nonzero = z != 0
+    return jnp.where(nonzero, jnp.abs(jnp.where(nonzero, z, jnp.ones_like(z))),
+                     jnp.zeros_like(jnp.real(z)))
 
 
 def fourier_transform(x: ArrayLike, axis: int = -1) -> Array:
@@ -122,7 +126,8 @@ def fourier_features(x: ArrayLike, n_features: int) -> Array:
     signal ``a`` gives ``|a|`` in bin 0, and ``A cos(2π k₀ t / n + φ)`` with ``0 < k₀ < n/2``
     gives ``A / 2`` in bin ``k₀``, whatever ``n`` is. The modulus is a safe norm (double
     ``where``), so the gradient is finite — zero — where a bin is exactly 0 (e.g. a zero
-    signal), and exact elsewhere.
+    signal), and exact elsewhere; it is computed without squaring, so it neither underflows to
+    0 nor overflows to ∞ where ``|X_k| / n`` itself is representable. NaN input gives NaN.
 
     Args:
       x: real signals ``(..., n)``.
@@ -148,7 +153,7 @@ def fourier_features(x: ArrayLike, n_features: int) -> Array:
                          f"[1, {n // 2 + 1}] for signals of length n = {n} (x of shape "
                          f"{tuple(x.shape)}), got {n_features}")
     spectrum = jnp.fft.rfft(x, axis=-1)[..., :n_features]
-    return _safe_sqrt(_squared_magnitude(spectrum)) / n
+    return _safe_abs(spectrum) / n
 
 
 __all__ = [
