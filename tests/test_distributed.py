@@ -68,6 +68,12 @@ def test_sharded_fit_matches_single_device_float64(sharded_float64, name):
 
 
 @pytest.mark.slow
+def test_fit_rejects_a_batch_the_devices_do_not_divide(sharded_float64):
+    assert sharded_float64["batch_error"] == (
+        "fit: batch_size must be a multiple of the 4 devices on the mesh's 'data' axis, got 6")
+
+
+@pytest.mark.slow
 def test_sharded_fit_matches_single_device_float32_first_order():
     env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
     out = _run_worker([WORKERS / "sharded_fit.py", "float32", "sgd", "rmsprop"], env)

@@ -88,6 +88,13 @@ def main():
             "sharded_param_replicated": bool(leaf.sharding.is_fully_replicated),
             "param_dtype": str(leaf.dtype),
         }
+    trainer, _ = make_trainer("sgd", model, loss_fn)
+    try:  # 6 examples per batch cannot be split over 4 devices
+        fit(trainer, params, data, epochs=1, batch_size=6, key=jax.random.key(2), mesh=mesh,
+            progress=False)
+        out["batch_error"] = None
+    except ValueError as exc:
+        out["batch_error"] = str(exc)
     print(json.dumps(out))
 
 
