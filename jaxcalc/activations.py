@@ -30,7 +30,7 @@ import numpy as np
 from jax import lax
 
 from jaxcalc._types import Array, ArrayLike
-from jaxcalc._validate import check_ndim
+from jaxcalc._validate import as_real_array, check_ndim
 
 
 def sigmoid(x: ArrayLike) -> Array:
@@ -180,36 +180,15 @@ def _keep_nan(x: Array, value: Array) -> Array:
     return jnp.where(jnp.isnan(x), x, value)
 
 
-def _real_array(fn: str, name: str, x: ArrayLike) -> Array:
-    """``x`` as a JAX array of a real dtype (bool, integer or floating), unconverted.
-
-    Raises:
-      TypeError: naming ``fn`` and ``name``, for complex or non-numeric input (strings, None,
-        PRNG keys, ...), which ``jnp.asarray`` would reject or the float cast would mangle.
-    """
-    try:
-        arr = jnp.asarray(x)
-    except (TypeError, ValueError) as err:
-        dtype = getattr(x, "dtype", None)
-        given = f"{type(x).__name__}" + (f" of dtype {dtype}" if dtype is not None else "")
-        raise TypeError(f"{fn}: {name} must be an array of real numbers, got {given}") from err
-    dtype = arr.dtype
-    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
-            or jnp.issubdtype(dtype, jnp.bool_)):
-        raise TypeError(f"{fn}: {name} must have a real dtype (floating, integer or bool), "
-                        f"got {dtype}")
-    return arr
-
-
 def _float_array(fn: str, name: str, x: ArrayLike) -> Array:
-    """``x`` checked by ``_real_array`` and cast to its floating dtype (default float if none)."""
-    arr = _real_array(fn, name, x)
+    """``x`` checked by ``as_real_array`` and cast to its floating dtype (default float if none)."""
+    arr = as_real_array(fn, name, x)
     return arr.astype(_float_dtype(arr))
 
 
 def _scalar_like(fn: str, name: str, value: ArrayLike, x: Array) -> Array:
     """The real scalar ``value`` (Python number or 0-D array) as a 0-D array of ``x.dtype``."""
-    value = _real_array(fn, name, value)
+    value = as_real_array(fn, name, value)
     check_ndim(fn, name, value, 0, "(a scalar)")
     return value.astype(x.dtype)
 

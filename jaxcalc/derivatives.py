@@ -26,8 +26,10 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from jaxcalc._types import Array, Batch, Params, PRNGKey, PyTree
-from jaxcalc._validate import (check_batch, check_choice, check_floating, check_ndim,
-                               check_positive, check_same_structure, check_scalar_output)
+from jaxcalc._validate import (abstract_call, check_batch, check_callable, check_choice,
+                               check_floating, check_floating_leaves, check_key, check_ndim,
+                               check_positive, check_same_structure, check_scalar_function,
+                               check_scalar_value, describe)
 
 LIKELIHOODS = ("categorical", "bernoulli", "gaussian")
 _DEFAULT_CHUNK = 256  # basis vectors per batched product when building a dense matrix
@@ -37,100 +39,6 @@ _HESSIAN_CHUNK = 16
 
 
 # ----------------------------------------------------------------------------- checks & helpers
-
-
-def _check_params(fn: str, params: Params) -> None:
-    """TypeError unless every leaf of ``params`` is floating; the message names the leaf."""
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        check_floating(fn, f"params{jax.tree_util.keystr(path)}", leaf)
-
-
-def _check_callable(fn: str, name: str, g, signature: str) -> None:
-    """TypeError unless ``g`` is callable; ``signature`` says how it is called."""
-    if not callable(g):
-        raise TypeError(f"{fn}: {name} must be a callable {signature}, got {type(g).__name__}")
-
-
-class _Spec(str):
-    """A string that prints without quotes inside a pytree's repr."""
-
-    __repr__ = str.__str__
-
-
-def _describe(x) -> str:
-    """``float64[4, 1]`` for an array, the same per leaf for a pytree (cut at 200 characters)."""
-    leaf = lambda a: _Spec(f"{jnp.result_type(a).name}{list(np.shape(a))}")
-    if jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(x)):
-        return leaf(x)
-    text = str(jax.tree_util.tree_map(leaf, x))
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _abstract_call(fn: str, call: str, g, args: tuple, names: tuple):
-    """``jax.eval_shape(g, *args)``, with context on a user function's own error.
-
-    A ValueError or TypeError raised while tracing ``g`` (e.g. an input of the wrong rank inside
-    a model, targets of the wrong shape inside a loss) is raised again as ValueError/TypeError
-    with ``fn``, the call and the shapes of its arguments in front of the original message; the
-    original is kept as ``__cause__``.
-    """
-    try:
-        return jax.eval_shape(g, *args)
-    except (ValueError, TypeError) as err:
-        kind = ValueError if isinstance(err, ValueError) else TypeError
-        given = ", ".join(f"{name}={_describe(a)}" for name, a in zip(names, args))
-        raise kind(f"{fn}: {call} raised {type(err).__name__} with {given}: {err}") from err
-
-
-def _check_scalar_value(fn: str, name: str, out) -> None:
-    """ValueError unless ``out`` (``eval_shape`` of a user function) is one array of shape ``()``,
-    TypeError unless it is floating (``jax.grad`` needs a real floating scalar)."""
-    if not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(out)):
-        raise ValueError(f"{fn}: {name} must return a scalar array, got a "
-                         f"{type(out).__name__}: {_describe(out)}")
-    check_scalar_output(fn, name, out)
-    check_floating(fn, f"the value of {name}", out)
-
-
-def _scalar_fn(fn: str, f, params: Params) -> None:
-    """Check that ``f`` is callable and ``f(params)`` a floating scalar, without running it."""
-    _check_callable(fn, "f", f, "f(params) -> scalar")
-    out = _abstract_call(fn, "f(params)", f, (params,), ("params",))
-    _check_scalar_value(fn, "f", out)
-
-
-def _check_real_number(fn: str, name: str, value, what: str) -> float:
-    """``float(value)``; TypeError unless ``value`` is a real (non-bool) number or a 0-d real
-    array (shape is the caller's check)."""
-    dtype = getattr(value, "dtype", None)
-    if dtype is None:
-        real = (int, float, np.integer, np.floating)
-        ok = isinstance(value, real) and not isinstance(value, bool)
-    else:
-        ok = jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
-    if not ok:
-        raise TypeError(f"{fn}: {name} must be {what}, got {value!r}")
-    return float(value)
-
-
-def _check_key(fn: str, key) -> None:
-    """Raise unless ``key`` is one PRNG key: a typed key of shape ``()`` (``jax.random.key``) or
-    a raw ``uint32`` key of the default implementation's shape (``jax.random.PRNGKey``)."""
-    dtype = getattr(key, "dtype", None)
-    shape = tuple(np.shape(key)) if dtype is not None else None
-    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        if shape != ():
-            raise ValueError(f"{fn}: key must be a single PRNG key of shape (), got an array of "
-                             f"keys of shape {shape}")
-        return
-    raw = tuple(jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape)
-    want = f"a PRNG key (jax.random.key(seed), or jax.random.PRNGKey(seed): uint32{list(raw)})"
-    if dtype is not None and dtype == np.uint32:
-        if shape != raw:
-            raise ValueError(f"{fn}: key must be {want}, got uint32 of shape {shape}")
-        return
-    given = type(key).__name__ if dtype is None else f"{jnp.dtype(dtype).name}{list(shape)}"
-    raise TypeError(f"{fn}: key must be {want}, got {given}")
 
 
 def _tangent(fn: str, params: Params, v: PyTree) -> PyTree:
@@ -190,26 +98,25 @@ def _linearized_model(apply_fn, params, inputs):
 
 def _example_loss(fn: str, loss_fn, params: Params, batch: Batch):
     """``(θ, example) ↦ loss_fn(θ, example as a batch of one)``, for ``vmap`` over ``batch``."""
-    _check_callable(fn, "loss_fn", loss_fn, "loss_fn(params, batch) -> scalar")
-    _check_params(fn, params)
+    check_callable(fn, "loss_fn", loss_fn, "loss_fn(params, batch) -> scalar")
+    check_floating_leaves(fn, "params", params)
     batch = check_batch(fn, batch)[0]
-    whole = _abstract_call(fn, "loss_fn(params, batch)", loss_fn, (params, batch),
+    whole = abstract_call(fn, "loss_fn(params, batch)", loss_fn, (params, batch),
                            ("params", "batch"))
-    _check_scalar_value(fn, "loss_fn", whole)
+    check_scalar_value(fn, "loss_fn", whole)
     first_example = lambda p, b: loss_fn(p, jax.tree_util.tree_map(lambda a: a[:1], b))
-    first = _abstract_call(fn, "loss_fn(params, batch[:1])", first_example, (params, batch),
+    first = abstract_call(fn, "loss_fn(params, batch[:1])", first_example, (params, batch),
                            ("params", "batch"))
-    _check_scalar_value(fn, "loss_fn on a batch of one example", first)
+    check_scalar_value(fn, "loss_fn on a batch of one example", first)
     return lambda p, example: loss_fn(p, jax.tree_util.tree_map(lambda a: a[None], example))
 
 
 def _model_outputs(fn: str, apply_fn, params: Params, inputs: PyTree):
     """``jax.eval_shape`` of ``apply_fn(params, inputs)``, checked to be floating array(s)."""
-    _check_callable(fn, "apply_fn", apply_fn, "apply_fn(params, inputs) -> outputs")
-    out = _abstract_call(fn, "apply_fn(params, inputs)", apply_fn, (params, inputs),
+    check_callable(fn, "apply_fn", apply_fn, "apply_fn(params, inputs) -> outputs")
+    out = abstract_call(fn, "apply_fn(params, inputs)", apply_fn, (params, inputs),
                          ("params", "inputs"))
-    for path, leaf in jax.tree_util.tree_leaves_with_path(out):
-        check_floating(fn, f"apply_fn(params, inputs){jax.tree_util.keystr(path)}", leaf)
+    check_floating_leaves(fn, "apply_fn(params, inputs)", out)
     return out
 
 
@@ -219,7 +126,7 @@ def _check_likelihood_outputs(fn: str, likelihood: str, out) -> None:
     name = "apply_fn(params, inputs)"
     if not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(out)):
         raise ValueError(f"{fn}: {name} must return one array for likelihood {likelihood!r}, "
-                         f"got {_describe(out)}")
+                         f"got {describe(out)}")
     check_floating(fn, name, out)
     if likelihood == "categorical":
         check_ndim(fn, name, out, 2, "(N, C) logits for likelihood 'categorical'")
@@ -310,9 +217,9 @@ def hvp(f: Callable[[Params], Array], params: Params, v: PyTree) -> PyTree:
     Returns:
       A pytree like ``params``.
     """
-    _check_params("hvp", params)
+    check_floating_leaves("hvp", "params", params)
     v = _tangent("hvp", params, v)
-    _scalar_fn("hvp", f, params)
+    check_scalar_function("hvp", f, params)
     return jax.jvp(jax.grad(f), (params,), (v,))[1]
 
 
@@ -338,8 +245,8 @@ def hessian_matrix(f: Callable[[Params], Array], params: Params, *,
     Returns:
       ``(n, n)`` array in the params' (promoted) dtype.
     """
-    _check_params("hessian_matrix", params)
-    _scalar_fn("hessian_matrix", f, params)
+    check_floating_leaves("hessian_matrix", "params", params)
+    check_scalar_function("hessian_matrix", f, params)
     grad_f = jax.grad(f)
     hvp_fn = lambda t: jax.jvp(grad_f, (params,), (t,))[1]
     chunk_size = _HESSIAN_CHUNK if chunk_size is None else chunk_size
@@ -360,12 +267,11 @@ def jacobian_matrix(fn: Callable[[Params], PyTree], params: Params) -> Array:
     Returns:
       ``(m, n)`` array.
     """
-    _check_params("jacobian_matrix", params)
-    _check_callable("jacobian_matrix", "fn", fn, "fn(params) -> array(s)")
-    out = _abstract_call("jacobian_matrix", "fn(params)", fn, (params,), ("params",))
+    check_floating_leaves("jacobian_matrix", "params", params)
+    check_callable("jacobian_matrix", "fn", fn, "fn(params) -> array(s)")
+    out = abstract_call("jacobian_matrix", "fn(params)", fn, (params,), ("params",))
+    check_floating_leaves("jacobian_matrix", "fn(params)", out)
     out_leaves = jax.tree_util.tree_leaves(out)
-    for leaf in out_leaves:
-        check_floating("jacobian_matrix", "fn(params)", leaf)
     flat, unravel = ravel_pytree(params)
     m, n = sum(int(np.prod(leaf.shape)) for leaf in out_leaves), flat.shape[0]
     flat_fn = lambda x: ravel_pytree(fn(unravel(x)))[0]
@@ -378,13 +284,13 @@ def jacobian_matrix(fn: Callable[[Params], PyTree], params: Params) -> Array:
 
 def _ggn_operator(fn: str, apply_fn, loss_of_output, params, inputs, targets):
     """``v ↦ Jᵀ H_ℓ J v``: the model linearized once, the loss HVP forward-over-reverse."""
-    _check_params(fn, params)
+    check_floating_leaves(fn, "params", params)
     out_shape = _model_outputs(fn, apply_fn, params, inputs)
-    _check_callable(fn, "loss_of_output", loss_of_output,
+    check_callable(fn, "loss_of_output", loss_of_output,
                     "loss_of_output(outputs, targets) -> scalar")
-    loss = _abstract_call(fn, "loss_of_output(outputs, targets)", loss_of_output,
+    loss = abstract_call(fn, "loss_of_output(outputs, targets)", loss_of_output,
                           (out_shape, targets), ("outputs", "targets"))
-    _check_scalar_value(fn, "loss_of_output", loss)
+    check_scalar_value(fn, "loss_of_output", loss)
     out, jvp_fn, vjp_fn = _linearized_model(apply_fn, params, inputs)
     loss_grad = jax.grad(lambda o: loss_of_output(o, targets))
     loss_hvp = lambda u: jax.jvp(loss_grad, (out,), (u,))[1]
@@ -438,7 +344,7 @@ def ggn_matrix(apply_fn: Callable[[Params, PyTree], Array],
 
 def _fisher_operator(fn: str, apply_fn, params, inputs, likelihood, output_fisher):
     """``v ↦ (1/N) Jᵀ Λ J v``, ``output_fisher(outputs)`` giving ``u ↦ Λ u`` in output space."""
-    _check_params(fn, params)
+    check_floating_leaves(fn, "params", params)
     _check_likelihood_outputs(fn, likelihood, _model_outputs(fn, apply_fn, params, inputs))
     out, jvp_fn, vjp_fn = _linearized_model(apply_fn, params, inputs)
     lam = output_fisher(out)
@@ -535,7 +441,7 @@ def _mc_fisher_operator(fn: str, apply_fn, params, inputs, likelihood, key, num_
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
         raise TypeError(f"{fn}: num_samples must be a positive int, got {num_samples!r}")
     check_positive(fn, "num_samples", num_samples)
-    _check_key(fn, key)
+    check_key(fn, "key", key)
     output_fisher = lambda out: _mc_output_fisher_vp(likelihood, out, key, int(num_samples))
     return _fisher_operator(fn, apply_fn, params, inputs, likelihood, output_fisher)
 

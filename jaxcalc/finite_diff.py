@@ -48,10 +48,9 @@ from jax.flatten_util import ravel_pytree
 
 from jaxcalc import derivatives
 from jaxcalc._types import Array, Params, PyTree
-from jaxcalc._validate import (check_choice, check_floating, check_positive,
-                               check_same_structure)
-from jaxcalc.derivatives import (_abstract_call, _check_callable, _check_real_number,
-                                 _check_scalar_value)
+from jaxcalc._validate import (check_choice, check_finite, check_float_dtype,
+                               check_floating_leaves, check_positive, check_real_number,
+                               check_same_structure, check_scalar_function)
 
 METHODS = ("forward", "backward", "central", "richardson")
 SOURCES = ("grad", "value")
@@ -88,17 +87,10 @@ class _Flat(NamedTuple):
 
 
 def _check_params(fn: str, params: Params) -> None:
-    leaves = jax.tree_util.tree_leaves_with_path(params)
-    if not leaves:
+    """At least one leaf, every leaf floating (there is nothing to difference otherwise)."""
+    if not jax.tree_util.tree_leaves(params):
         raise ValueError(f"{fn}: params must hold at least one array, got {params!r}")
-    for path, leaf in leaves:
-        check_floating(fn, f"params{jax.tree_util.keystr(path)}", leaf)
-
-
-def _check_f(fn: str, f: Callable, params: Params) -> None:
-    """``f`` callable and ``f(params)`` a floating scalar (checked abstractly, not run)."""
-    _check_callable(fn, "f", f, "f(params) -> scalar")
-    _check_scalar_value(fn, "f", _abstract_call(fn, "f(params)", f, (params,), ("params",)))
+    check_floating_leaves(fn, "params", params)
 
 
 def _check_step(fn: str, step) -> None:
@@ -109,10 +101,9 @@ def _check_step(fn: str, step) -> None:
                          f"of shape {np.shape(step)}")
     if isinstance(step, jax.core.Tracer):
         return  # a traced step: its value is not known here
-    value = _check_real_number(fn, "step", step, "a positive real scalar (an absolute step)")
+    value = check_real_number(fn, "step", step, "a positive real scalar (an absolute step)")
     check_positive(fn, "step", value)
-    if not math.isfinite(value):
-        raise ValueError(f"{fn}: step must be finite, got {value}")
+    check_finite(fn, "step", value)
 
 
 def _check_chunk(fn: str, chunk_size) -> int:
@@ -131,17 +122,6 @@ def _check_levels(fn: str, levels) -> int:
     if levels < 1:
         raise ValueError(f"{fn}: levels must be an int >= 1, got {levels!r}")
     return int(levels)
-
-
-def _check_dtype(fn: str, dtype):
-    """The floating NumPy dtype named by ``dtype``; TypeError for anything else."""
-    try:
-        dtype = jnp.dtype(dtype)
-    except TypeError as err:
-        raise TypeError(f"{fn}: dtype must be a floating dtype, got {dtype!r}") from err
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{fn}: dtype must be a floating dtype, got {dtype.name}")
-    return dtype
 
 
 def _flatten(params: Params) -> _Flat:
@@ -184,7 +164,7 @@ def default_relative_step(dtype, method: str = "central", *, derivative: int = 1
       A Python float, e.g. ``6.06e-6`` for ``"central"`` in float64, ``1.49e-8`` for ``"forward"``.
     """
     fn = "default_relative_step"
-    dtype = _check_dtype(fn, dtype)
+    dtype = check_float_dtype(fn, dtype)
     check_choice(fn, "method", method, METHODS)
     check_choice(fn, "derivative", derivative, (1, 2))
     levels = _check_levels(fn, levels)
@@ -377,7 +357,7 @@ def richardson_grad(f: Callable[[Params], Array], params: Params, *, step=None,
 def _grad_impl(fn, f, params, method, step, levels, chunk_size):
     check_choice(fn, "method", method, METHODS)
     _check_params(fn, params)
-    _check_f(fn, f, params)
+    check_scalar_function(fn, f, params)
     _check_step(fn, step)
     chunk = _check_chunk(fn, chunk_size)
     flat = _flatten(params)
@@ -441,7 +421,7 @@ def hessian(f: Callable[[Params], Array], params: Params, *, method: str = "cent
     check_choice(fn, "method", method, METHODS)
     check_choice(fn, "source", source, SOURCES)
     _check_params(fn, params)
-    _check_f(fn, f, params)
+    check_scalar_function(fn, f, params)
     _check_step(fn, step)
     chunk = _check_chunk(fn, chunk_size)
     flat = _flatten(params)
@@ -482,9 +462,8 @@ def hvp(f: Callable[[Params], Array], params: Params, v: PyTree, *, method: str 
     check_choice(fn, "method", method, METHODS)
     _check_params(fn, params)
     check_same_structure(fn, "params", params, "v", v)
-    for path, leaf in jax.tree_util.tree_leaves_with_path(v):
-        check_floating(fn, f"v{jax.tree_util.keystr(path)}", leaf)
-    _check_f(fn, f, params)
+    check_floating_leaves(fn, "v", v)
+    check_scalar_function(fn, f, params)
     _check_step(fn, step)
     flat = _flatten(params)
     x = flat.x
@@ -697,10 +676,9 @@ def _check_tolerances(fn: str, rtol, atol) -> None:
         if np.shape(value) != ():
             raise ValueError(f"{fn}: {name} must be a real scalar {bound}, got an array of shape "
                              f"{np.shape(value)}")
-        value = _check_real_number(fn, name, value, f"a real scalar {bound}")
+        value = check_real_number(fn, name, value, f"a real scalar {bound}")
         check_positive(fn, name, value, allow_zero=allow_zero)
-        if not math.isfinite(value):
-            raise ValueError(f"{fn}: {name} must be finite, got {value}")
+        check_finite(fn, name, value)
 
 
 def check_grad(f: Callable[[Params], Array], params: Params, *, method: str = "central",
@@ -737,7 +715,7 @@ def check_grad(f: Callable[[Params], Array], params: Params, *, method: str = "c
     fn = "check_grad"
     check_choice(fn, "method", method, METHODS)
     _check_params(fn, params)
-    _check_f(fn, f, params)
+    check_scalar_function(fn, f, params)
     _check_tolerances(fn, rtol, atol)
     dtype = _precision_dtype(fn, params)
     rtol = _default_rtol(dtype, "grad", method) if rtol is None else float(rtol)
@@ -787,7 +765,7 @@ def check_hessian(f: Callable[[Params], Array], params: Params, *, method: str =
     check_choice(fn, "method", method, METHODS)
     check_choice(fn, "source", source, SOURCES)
     _check_params(fn, params)
-    _check_f(fn, f, params)
+    check_scalar_function(fn, f, params)
     _check_tolerances(fn, rtol, atol)
     dtype = _precision_dtype(fn, params)
     rtol = _default_rtol(dtype, source, method) if rtol is None else float(rtol)
@@ -819,7 +797,7 @@ def default_sweep_steps(dtype) -> np.ndarray:
 
     float64: ``1e-1 … 1e-15`` (29 steps); float32: ``1e-1 … 1e-6`` (11 steps).
     """
-    dtype = _check_dtype("default_sweep_steps", dtype)
+    dtype = check_float_dtype("default_sweep_steps", dtype)
     last = int(math.floor(-math.log10(float(jnp.finfo(dtype).eps))))
     return np.logspace(-1, -last, 2 * (last - 1) + 1)
 
@@ -850,7 +828,7 @@ def step_sweep(f: Callable[[Params], Array], params: Params, steps=None,
     for m in methods:
         check_choice(fn, "method", m, METHODS)
     _check_params(fn, params)
-    _check_f(fn, f, params)
+    check_scalar_function(fn, f, params)
     flat = _flatten(params)
     dtype = flat.x.dtype
     steps = (default_sweep_steps(_lowest_precision(params)) if steps is None

@@ -20,12 +20,13 @@ import numpy as np
 from jax import lax
 
 from jaxcalc._types import Array, ArrayLike, Params, PRNGKey
-from jaxcalc._validate import check_ndim, check_positive
+from jaxcalc._validate import check_float_dtype, check_ndim, check_positive, check_real_dtype
 
 IntOrPair = Union[int, Tuple[int, int]]
 Padding = Union[int, Tuple[int, int], str]
 
 _INITS = ("glorot", "he", "lecun")
+_REAL = "float, int or bool"  # the dtypes a pooling or normalization admits, in messages
 
 
 def init_dense(key: PRNGKey, in_features: int, out_features: int, *, init: str = "glorot",
@@ -41,7 +42,7 @@ def init_dense(key: PRNGKey, in_features: int, out_features: int, *, init: str =
     for name, value in (("in_features", in_features), ("out_features", out_features)):
         if not _is_int(value):
             raise TypeError(f"init_dense: {name} must be an int, got {value!r}")
-    _check_float_dtype("init_dense", dtype)
+    check_float_dtype("init_dense", dtype, allow_none=True)
     if in_features < 1 or out_features < 1:
         raise ValueError(f"init_dense: in_features and out_features must be >= 1, got "
                          f"{in_features} and {out_features}")
@@ -334,7 +335,7 @@ def batch_norm_input_grad(x: ArrayLike, gamma: ArrayLike, dy: ArrayLike,
     if dy.shape != x.shape:
         raise ValueError(f"batch_norm_input_grad: dy must have x's shape {tuple(x.shape)}, got "
                          f"{tuple(dy.shape)}")
-    _check_real("batch_norm_input_grad", "dy", dy)
+    check_real_dtype("batch_norm_input_grad", "dy", dy, _REAL)
     axes = tuple(range(x.ndim - 1))
     m = int(np.prod(x.shape[:-1]))
     if m < 1:
@@ -374,26 +375,13 @@ def _batch_stats(x: Array) -> Tuple[Array, Array, Array]:
     return shift + d_mean, jnp.mean(jnp.square(centered), axis=axes), centered
 
 
-def _check_real(fn: str, name: str, x: Array) -> None:
-    """Raise TypeError if ``x`` is complex (an order or a variance is not defined for it)."""
-    if jnp.issubdtype(x.dtype, jnp.complexfloating):
-        raise TypeError(f"{fn}: {name} must be real (float, int or bool), got dtype {x.dtype}")
-
-
-def _check_float_dtype(fn: str, dtype) -> None:
-    """Raise TypeError unless ``dtype`` (an init's ``dtype=`` argument) is None or floating."""
-    if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{fn}: dtype must be a floating dtype (or None for the default float), "
-                        f"got {dtype!r}")
-
-
 def _as_float(fn: str, x: ArrayLike) -> Array:
     """``x`` as a real array of ndim >= 2 with a floating dtype (integers -> default float)."""
     x = jnp.asarray(x)
     if x.ndim < 2:
         raise ValueError(f"{fn}: x must be at least 2-D (N, C) or (N, H, W, C), got shape "
                          f"{tuple(x.shape)}")
-    _check_real(fn, "x", x)
+    check_real_dtype(fn, "x", x, _REAL)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     return x
@@ -408,7 +396,7 @@ def _bn_channel_args(fn: str, x: Array, **arrays) -> Tuple[Array, ...]:
         if value.shape != (channels,):
             raise ValueError(f"{fn}: {name} must have shape ({channels},) (C, x's last axis; x "
                              f"shape {tuple(x.shape)}), got {tuple(value.shape)}")
-        _check_real(fn, name, value)
+        check_real_dtype(fn, name, value, _REAL)
         out.append(value)
     return tuple(out)
 
@@ -450,7 +438,7 @@ def _padding(fn: str, padding: Padding):
 def _pool_args(fn: str, x, window, stride):
     x = jnp.asarray(x)
     check_ndim(fn, "x", x, 4, "(N, H, W, C)")
-    _check_real(fn, "x", x)
+    check_real_dtype(fn, "x", x, _REAL)
     wh, ww = _pair(fn, "window", window)
     sh, sw = _pair(fn, "stride", window if stride is None else stride)
     if wh > x.shape[1] or ww > x.shape[2]:

@@ -41,8 +41,8 @@ import numpy as np
 from jax import lax
 
 from jaxcalc._types import Array, ArrayLike
-from jaxcalc._validate import check_choice, check_ndim, check_shape
-from jaxcalc.activations import _float_dtype, _log_softmax, _real_array
+from jaxcalc._validate import as_real_array, check_choice, check_ndim, check_shape
+from jaxcalc.activations import _float_dtype, _log_softmax
 
 REDUCTIONS = ("mean", "sum", "none")
 BCE_EPSILON = 1e-15  # the seed's probability clip; raised to finfo(dtype).eps where coarser.
@@ -218,7 +218,7 @@ def softmax_cross_entropy_grad(logits: ArrayLike, labels: ArrayLike,
 def _matching_pair(fn: str, name_a: str, a: ArrayLike, name_b: str, b: ArrayLike,
                    reduction: str):
     """``a`` and ``b`` as arrays of their common floating dtype; their shapes must be equal."""
-    a, b = _real_array(fn, name_a, a), _real_array(fn, name_b, b)
+    a, b = as_real_array(fn, name_a, a), as_real_array(fn, name_b, b)
     check_shape(fn, name_b, b, a.shape, f"(the shape of {name_a})")
     _check_nonempty_mean(fn, name_a, a, reduction)
     dtype = _float_dtype(a, b)
@@ -227,7 +227,7 @@ def _matching_pair(fn: str, name_a: str, a: ArrayLike, name_b: str, b: ArrayLike
 
 def _class_targets(fn: str, logits: ArrayLike, labels: ArrayLike, reduction: str):
     """``(N, C)`` logits and ``(N, C)`` target rows from integer ids or rows; see the losses."""
-    logits, labels = _real_array(fn, "logits", logits), _real_array(fn, "labels", labels)
+    logits, labels = as_real_array(fn, "logits", logits), as_real_array(fn, "labels", labels)
     check_ndim(fn, "logits", logits, 2, "(N, C)")
     n, c = logits.shape
     if c == 0:

@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxcalc import activations, layers, rnn
 from jaxcalc._types import Array, Params, PRNGKey, Shape
-from jaxcalc._validate import check_ndim
+from jaxcalc._validate import check_float_dtype, check_ndim, check_real_dtype
 
 
 class Model(NamedTuple):
@@ -97,10 +97,9 @@ def _check_params(fn: str, params, expected: Mapping[str, tuple], name: str = "p
 
 
 def _check_real_input(fn: str, x, name: str = "x") -> Array:
-    """``x`` as an array; TypeError if it is complex (models are real-valued networks)."""
+    """``x`` as an array; TypeError unless real (models are real-valued networks)."""
     x = jnp.asarray(x)
-    if jnp.issubdtype(x.dtype, jnp.complexfloating):
-        raise TypeError(f"{fn}: {name} must be real (float, int or bool), got dtype {x.dtype}")
+    check_real_dtype(fn, name, x, "float, int or bool")
     return x
 
 
@@ -109,12 +108,6 @@ def _check_no_params(fn: str, params) -> None:
     if jax.tree_util.tree_leaves(params):
         raise ValueError(f"{fn}: params must be empty ({{}}; this layer has no parameters), got "
                          f"{jax.tree_util.tree_structure(params)}")
-
-
-def _check_dtype(fn: str, dtype) -> None:
-    if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{fn}: dtype must be a floating dtype (or None for the default float), "
-                        f"got {dtype!r}")
 
 
 # ----------------------------------------------------------------------------- layers
@@ -148,7 +141,7 @@ def Conv2D(filters: int, kernel_size: Union[int, Tuple[int, int]] = 3, *, stride
            dtype=None) -> Model:
     """Convolution on NHWC input; params ``{"w": (KH, KW, C_in, filters), "b": (filters,)}`` (He init)."""
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-    _check_dtype("Conv2D", dtype)
+    check_float_dtype("Conv2D", dtype, allow_none=True)
     expected = {"w": (kh, kw, "C_in", filters), "b": (filters,)}
 
     def init_fn(key, input_shape):

@@ -30,7 +30,8 @@ import numpy as np
 from jax import lax
 
 from jaxcalc._types import Array, ArrayLike, Params, PRNGKey, PyTree
-from jaxcalc._validate import check_floating, check_ndim, check_positive
+from jaxcalc._validate import (check_float_dtype, check_floating, check_ndim, check_positive,
+                               check_real_dtype)
 from jaxcalc.activations import sigmoid
 
 Cell = Callable[[Params, PyTree, Array], PyTree]
@@ -47,9 +48,7 @@ def _check_sizes(fn: str, in_features: int, hidden: int, dtype) -> None:
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             raise TypeError(f"{fn}: {name} must be an int, got {value!r}")
         check_positive(fn, name, value)
-    if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{fn}: dtype must be a floating dtype (or None for the default float), "
-                        f"got {dtype!r}")
+    check_float_dtype(fn, dtype, allow_none=True)
 
 
 def _describe(value) -> str:
@@ -86,9 +85,7 @@ def _check_cell_params(fn: str, params: Params, biases: Sequence[str], gates: in
             raise ValueError(f"{fn}: params[{name!r}] must have shape ({gates * hidden},) "
                              f"({where}), got shape {np.shape(params[name])}")
     for name in keys:
-        if jnp.issubdtype(jnp.result_type(params[name]), jnp.complexfloating):
-            raise TypeError(f"{fn}: params[{name!r}] must be real, got dtype "
-                            f"{jnp.result_type(params[name])}")
+        check_real_dtype(fn, f"params[{name!r}]", params[name])
 
 
 def _check_cell_inputs(fn: str, params: Params, biases: Sequence[str], gates: int, h, x) -> None:
@@ -97,9 +94,8 @@ def _check_cell_inputs(fn: str, params: Params, biases: Sequence[str], gates: in
     in_features, hidden = np.shape(params["w_x"])[0], np.shape(params["w_h"])[0]
     if not hasattr(h, "shape"):
         raise ValueError(f"{fn}: h must be an array (batch, {hidden}), got {_describe(h)}")
-    for name, value in (("x", x), ("h", h)):
-        if jnp.issubdtype(value.dtype, jnp.complexfloating):
-            raise TypeError(f"{fn}: {name} must be real, got dtype {value.dtype}")
+    check_real_dtype(fn, "x", x)
+    check_real_dtype(fn, "h", h)
     check_ndim(fn, "x", x, (1, 2), f"(batch, {in_features})")
     check_ndim(fn, "h", h, (1, 2), f"(batch, {hidden})")
     if x.shape[-1] != in_features:
@@ -178,8 +174,7 @@ def lstm_cell(params: Params, carry: Tuple[Array, Array], x: Array) -> Tuple[Arr
     if not hasattr(c, "shape") or c.shape != h.shape:
         raise ValueError(f"lstm_cell: c (carry[1]) must have the shape of h {tuple(h.shape)}, "
                          f"got {_describe(c)}")
-    if jnp.issubdtype(c.dtype, jnp.complexfloating):
-        raise TypeError(f"lstm_cell: c (carry[1]) must be real, got dtype {c.dtype}")
+    check_real_dtype("lstm_cell", "c (carry[1])", c)
     i, f, g, o = jnp.split(x @ params["w_x"] + h @ params["w_h"] + params["b"], 4, axis=-1)
     c = sigmoid(f) * c + sigmoid(i) * jnp.tanh(g)
     h = sigmoid(o) * jnp.tanh(c)

@@ -22,16 +22,18 @@ import operator
 import jax.numpy as jnp
 
 from jaxcalc._types import Array, ArrayLike
+from jaxcalc._validate import check_real_dtype
 
 
 def _as_signal(fn: str, x: ArrayLike, *, real: bool) -> Array:
-    """``x`` as an array of at least one dimension; integers/bools become the default float."""
+    """``x`` as an array of at least one dimension; integers/bools become the default float,
+    complex is kept unless ``real`` (then it is a TypeError)."""
     x = jnp.asarray(x)
     if x.ndim < 1:
         raise ValueError(f"{fn}: x must have at least 1 dimension (..., n), got shape {x.shape}")
-    if jnp.issubdtype(x.dtype, jnp.complexfloating):
-        if real:
-            raise TypeError(f"{fn}: x must be real (a real signal), got dtype {x.dtype}")
+    if real:
+        check_real_dtype(fn, "x", x, "a real signal")
+    elif jnp.issubdtype(x.dtype, jnp.complexfloating):
         return x
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))

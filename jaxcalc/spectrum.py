@@ -31,10 +31,11 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from jaxcalc._types import Array, Params, PRNGKey, PyTree
-from jaxcalc._validate import (check_choice, check_floating, check_ndim, check_positive,
-                               check_same_structure)
-from jaxcalc.derivatives import (_abstract_call, _check_callable, _check_key, _check_params,
-                                 _check_real_number, _scalar_fn, hvp)
+from jaxcalc._validate import (abstract_call, check_callable, check_choice, check_finite,
+                               check_float_dtype, check_floating, check_floating_leaves,
+                               check_key, check_ndim, check_positive, check_real_number,
+                               check_same_structure, check_scalar_function)
+from jaxcalc.derivatives import hvp
 
 Matvec = Callable[[Array], Array]
 
@@ -75,13 +76,13 @@ def _check_static_float(fn: str, name: str, value) -> float:
     if np.shape(value) != ():
         raise ValueError(f"{fn}: {name} must be a real Python float, got an array of shape "
                          f"{np.shape(value)}")
-    return _check_real_number(fn, name, value, "a real Python float")
+    return check_real_number(fn, name, value, "a real Python float")
 
 
 def _check_matvec(fn: str, matvec: Matvec, dim: int, dtype) -> None:
     """Raise unless ``matvec`` maps a ``(dim,)`` vector to a real floating ``(dim,)`` vector."""
-    _check_callable(fn, "matvec", matvec, f"matvec(v) -> v' mapping ({dim},) to ({dim},)")
-    out = _abstract_call(fn, "matvec(v)", matvec, (jax.ShapeDtypeStruct((dim,), dtype),), ("v",))
+    check_callable(fn, "matvec", matvec, f"matvec(v) -> v' mapping ({dim},) to ({dim},)")
+    out = abstract_call(fn, "matvec(v)", matvec, (jax.ShapeDtypeStruct((dim,), dtype),), ("v",))
     shape = getattr(out, "shape", None)
     if shape != (dim,):
         raise ValueError(f"{fn}: matvec must map a ({dim},) vector to a ({dim},) vector, "
@@ -92,9 +93,10 @@ def _check_matvec(fn: str, matvec: Matvec, dim: int, dtype) -> None:
 def _matvec_setup(fn: str, matvec: Matvec, dim, dtype):
     """Validate ``dim``/``dtype``/``matvec`` of a ``*_matvec`` function; return ``(dim, dtype)``."""
     dim = _check_int(fn, "dim", dim, 1)
-    dtype = _default_float() if dtype is None else jax.dtypes.canonicalize_dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{fn}: dtype must be a floating dtype, got {dtype}")
+    if dtype is None:
+        dtype = _default_float()
+    else:
+        dtype = jax.dtypes.canonicalize_dtype(check_float_dtype(fn, dtype))
     _check_matvec(fn, matvec, dim, dtype)
     return dim, dtype
 
@@ -103,10 +105,10 @@ def _hessian_operator(fn: str, f: Callable[[Params], Array], params: Params):
     """Flat Hessian product of the scalar ``f`` at ``params``: ``(matvec, dim, dtype, unravel)``."""
     flat, unravel = ravel_pytree(params)
     check_floating(fn, "params", flat)  # all leaves integer (or complex)
-    _check_params(fn, params)  # one integer leaf among floating ones, named
+    check_floating_leaves(fn, "params", params)  # one integer leaf among floating ones
     if flat.size == 0:
         raise ValueError(f"{fn}: params must have at least one element, got none")
-    _scalar_fn(fn, f, params)
+    check_scalar_function(fn, f, params)
     matvec = lambda v: ravel_pytree(hvp(f, params, unravel(v)))[0]
     return matvec, flat.size, flat.dtype, unravel
 
@@ -142,9 +144,9 @@ def ravel_matvec(op: Callable[[PyTree], PyTree], params: Params) -> Tuple[Matvec
       ``dim`` is the number of parameters and ``unravel`` turns a flat vector back into a pytree.
     """
     fn = "ravel_matvec"
-    _check_callable(fn, "op", op, "op(v) -> pytree like params")
-    _check_params(fn, params)
-    out = _abstract_call(fn, "op(v)", op, (params,), ("v",))
+    check_callable(fn, "op", op, "op(v) -> pytree like params")
+    check_floating_leaves(fn, "params", params)
+    out = abstract_call(fn, "op(v)", op, (params,), ("v",))
     check_same_structure(fn, "params", params, "op(v)", out)
     flat, unravel = ravel_pytree(params)
     matvec = lambda v: ravel_pytree(op(unravel(v)))[0]
@@ -257,7 +259,7 @@ def lanczos(matvec: Matvec, dim: int, num_iters: int, key: PRNGKey, *,
     fn = "lanczos"
     dim, dtype = _matvec_setup(fn, matvec, dim, dtype)
     num_iters = _check_int(fn, "num_iters", num_iters, 1, dim, f"dim = {dim}")
-    _check_key(fn, key)
+    check_key(fn, "key", key)
     v0 = _safe_normalize(jax.random.normal(key, (dim,), dtype))[0]
     alphas, betas, basis = _lanczos_run(matvec, v0, num_iters, bool(reorthogonalize),
                                         bool(return_basis))
@@ -304,7 +306,7 @@ def _top_eigenpairs(fn, matvec, dim, dtype, k, num_iters, key):
     if num_iters is None:
         num_iters = _default_num_iters(dim, k)
     num_iters = _check_int(fn, "num_iters", num_iters, k, dim, f"k = {k}, dim = {dim}")
-    _check_key(fn, key)
+    check_key(fn, "key", key)
     v0 = _safe_normalize(jax.random.normal(key, (dim,), dtype))[0]
     alphas, betas, basis = _lanczos_run(matvec, v0, num_iters, True, True)
     theta, s = jnp.linalg.eigh(_tridiagonal(alphas, betas))
@@ -377,7 +379,7 @@ def _power_iteration(fn, matvec, dim, dtype, key, num_iters, tol):
     tol = _check_static_float(fn, "tol", tol)
     if not tol >= 0:
         raise ValueError(f"{fn}: tol must be >= 0, got {tol}")
-    _check_key(fn, key)
+    check_key(fn, "key", key)
     matvec_d = lambda v: matvec(v).astype(dtype)
 
     def cond(state):
@@ -464,7 +466,7 @@ def _hutchinson(fn, matvec, dim, dtype, key, num_samples, distribution, batch_si
     check_choice(fn, "distribution", distribution, _TRACE_DISTRIBUTIONS)
     if batch_size is not None:
         batch_size = _check_int(fn, "batch_size", batch_size, 1)
-    _check_key(fn, key)
+    check_key(fn, "key", key)
     shape = (num_samples, dim)
     if distribution == "rademacher":
         probes = jax.random.rademacher(key, shape, dtype)
@@ -541,7 +543,7 @@ def _slq(fn, matvec, dim, dtype, key, num_iters, num_probes):
     """Shared body of the two ``slq_nodes_weights`` forms."""
     num_iters = _check_int(fn, "num_iters", num_iters, 1, dim, f"dim = {dim}")
     num_probes = _check_int(fn, "num_probes", num_probes, 1)
-    _check_key(fn, key)
+    check_key(fn, "key", key)
 
     def one_probe(probe):
         alphas, betas, _ = _lanczos_run(matvec, probe / math.sqrt(dim), num_iters, True, False)
@@ -573,8 +575,7 @@ def _check_grid_sigma(fn: str, grid, sigma) -> Tuple[Array, float]:
     check_floating(fn, "grid", grid)
     sigma = _check_static_float(fn, "sigma", sigma)
     check_positive(fn, "sigma", sigma)
-    if not np.isfinite(sigma):
-        raise ValueError(f"{fn}: sigma must be finite, got {sigma}")
+    check_finite(fn, "sigma", sigma)
     return grid, sigma
 
 

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcalc import _validate
 from jaxcalc._types import Array, Batch, LossFn, Params, PyTree
 
 Metrics = Dict[str, Array]
@@ -33,12 +32,6 @@ class Trainer(NamedTuple):
 
     init: Callable[[Params], PyTree]
     step: Callable[[Params, PyTree, Batch], Tuple[Params, PyTree, Metrics]]
-
-
-def check_callable(fn: str, name: str, value: Any) -> None:
-    """Raise TypeError unless ``value`` is callable (a loss, model or output-loss function)."""
-    if not callable(value):
-        raise TypeError(f"{fn}: {name} must be callable, got {type(value).__name__} {value!r}")
 
 
 def check_real(fn: str, name: str, value: Any) -> float:
@@ -107,11 +100,6 @@ def check_damping(fn: str, damping: Any) -> None:
     lam = check_real(fn, "damping", damping)
     if not (lam >= 0 and np.isfinite(lam)):
         raise ValueError(f"{fn}: damping must be >= 0 and finite, got {damping!r}")
-
-
-def check_batch(fn: str, batch: Any) -> Batch:
-    """Check ``batch`` is a non-empty tuple of arrays that agree on the leading dimension."""
-    return _validate.check_batch(fn, batch)[0]
 
 
 def check_params(fn: str, params: Params) -> None:

@@ -7,8 +7,9 @@ import numpy as np
 import optax
 
 from jaxcalc._types import LossFn
-from jaxcalc.trainers._base import (Trainer, check_batch, check_callable, check_flag,
-                                    check_learning_rate, check_real, grad_norm, value_and_grad)
+from jaxcalc._validate import check_batch, check_callable
+from jaxcalc.trainers._base import (Trainer, check_flag, check_learning_rate, check_real,
+                                    grad_norm, value_and_grad)
 
 
 def from_optax(loss_fn: LossFn, transformation: optax.GradientTransformation) -> Trainer:
@@ -28,7 +29,7 @@ def from_optax(loss_fn: LossFn, transformation: optax.GradientTransformation) ->
         return transformation.init(params)
 
     def step(params, state, batch):
-        batch = check_batch("from_optax.step", batch)
+        batch, _ = check_batch("from_optax.step", batch)
         loss, grads = value_and_grad("from_optax.step", loss_fn, params, batch)
         try:
             updates, state = transformation.update(grads, state, params)

@@ -11,11 +11,10 @@ import optax
 
 from jaxcalc import derivatives
 from jaxcalc._types import LossFn, PRNGKey
-from jaxcalc._validate import check_choice
-from jaxcalc.trainers._base import (Trainer, check_batch, check_callable, check_damping,
-                                    check_flag, check_int, check_key, check_learning_rate,
-                                    check_real, check_state, float_dtype, grad_norm,
-                                    value_and_grad)
+from jaxcalc._validate import check_batch, check_callable, check_choice
+from jaxcalc.trainers._base import (Trainer, check_damping, check_flag, check_int, check_key,
+                                    check_learning_rate, check_real, check_state, float_dtype,
+                                    grad_norm, value_and_grad)
 from jaxcalc.trainers._second_order import damped_solve, levenberg_marquardt
 
 FISHERS = ("empirical", "true", "mc")
@@ -97,7 +96,7 @@ def natural_gradient(loss_fn: LossFn, learning_rate: float, *, damping: float = 
         return derivatives.mc_fisher_matrix(apply_fn, params, batch[0], likelihood, key, mc_samples)
 
     def step(params, state, batch):
-        batch = check_batch("natural_gradient.step", batch)
+        batch, _ = check_batch("natural_gradient.step", batch)
         check_state("natural_gradient.step", state, ("damping", "key"))
         loss, grads = value_and_grad("natural_gradient.step", loss_fn, params, batch)
         key, sample_key = jax.random.split(state["key"])

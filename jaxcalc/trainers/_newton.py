@@ -11,10 +11,10 @@ from jax.flatten_util import ravel_pytree
 
 from jaxcalc import derivatives
 from jaxcalc._types import LossFn
-from jaxcalc._validate import check_choice
-from jaxcalc.trainers._base import (Trainer, check_batch, check_callable, check_damping,
-                                    check_flag, check_int, check_learning_rate, check_state,
-                                    float_dtype, value_and_grad)
+from jaxcalc._validate import check_batch, check_callable, check_choice
+from jaxcalc.trainers._base import (Trainer, check_damping, check_flag, check_int,
+                                    check_learning_rate, check_state, float_dtype,
+                                    value_and_grad)
 from jaxcalc.trainers._second_order import (absolute_matrix, armijo, damped_solve,
                                             levenberg_marquardt, truncated_cg)
 
@@ -75,7 +75,7 @@ def newton(loss_fn: LossFn, *, learning_rate: float = 1.0, damping: float = 0.0,
         return {"damping": jnp.asarray(damping, float_dtype("newton.init", params))}
 
     def step(params, state, batch):
-        batch = check_batch("newton.step", batch)
+        batch, _ = check_batch("newton.step", batch)
         check_state("newton.step", state, ("damping",))
         if curvature == "gauss_newton" and len(batch) < 2:
             raise ValueError("newton.step: curvature='gauss_newton' needs batch = (inputs, "
