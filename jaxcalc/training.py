@@ -40,9 +40,8 @@ from jax.sharding import Mesh
 
 from jaxcalc import distributed
 from jaxcalc._types import Batch, LossFn, Params, PRNGKey, PyTree
-from jaxcalc._validate import check_batch
+from jaxcalc._validate import check_batch, check_key
 from jaxcalc.trainers import Trainer
-from jaxcalc.trainers._base import check_key
 
 logger = logging.getLogger(__name__)
 

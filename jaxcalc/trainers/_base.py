@@ -70,15 +70,6 @@ def check_flag(fn: str, name: str, value: Any) -> None:
                         f"{value!r}")
 
 
-def check_key(fn: str, name: str, key: Any) -> None:
-    """Raise TypeError unless ``key`` is one PRNG key (``jax.random.key`` or ``PRNGKey``)."""
-    try:
-        jax.eval_shape(jax.random.split, key)  # abstract: nothing is compiled or run
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{fn}: {name} must be a single PRNG key (jax.random.key(seed) or "
-                        f"jax.random.PRNGKey(seed)), got {key!r} ({err})") from None
-
-
 def check_learning_rate(fn: str, learning_rate: Any, *, allow_schedule: bool = True) -> None:
     """Raise unless a constant learning rate is finite and > 0.
 

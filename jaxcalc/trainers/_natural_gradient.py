@@ -11,8 +11,8 @@ import optax
 
 from jaxcalc import derivatives
 from jaxcalc._types import LossFn, PRNGKey
-from jaxcalc._validate import check_batch, check_callable, check_choice
-from jaxcalc.trainers._base import (Trainer, check_damping, check_flag, check_int, check_key,
+from jaxcalc._validate import check_batch, check_callable, check_choice, check_key
+from jaxcalc.trainers._base import (Trainer, check_damping, check_flag, check_int,
                                     check_learning_rate, check_real, check_state, float_dtype,
                                     grad_norm, value_and_grad)
 from jaxcalc.trainers._second_order import damped_solve, levenberg_marquardt
