@@ -135,11 +135,13 @@ def _conv2d_as_matmul(x: Array, kernel: Array, strides: Tuple[int, int], pads) -
 
     ``P`` stacks the ``KH·KW`` strided slices of the padded input along the channel axis and
     ``K`` is the kernel reshaped to ``(KH·KW·C_in, C_out)``. The result equals
-    ``lax.conv_general_dilated`` (up to the order of the float additions), and its derivatives
-    are slices, pads and matrix products, which XLA:CPU runs at matmul speed, also inside
-    ``lax.scan``/``while_loop`` bodies, where its convolution (and that of the gradient, a
-    transposed convolution) falls back to a path tens of times slower (see BENCHMARKS.md, a).
-    ``P`` holds ``KH·KW`` copies of the input. ``pads``: ``"SAME"``, ``"VALID"`` or
+    ``lax.conv_general_dilated`` (up to the order of the float additions), and all its
+    derivatives, forward and reverse, are slices, pads and matrix products. That matters
+    inside ``lax.scan``/``while_loop`` bodies (training epochs, CG, Lanczos): XLA:CPU
+    canonicalizes convolution layouts only in the entry computation, so there the
+    convolutions that autodiff emits (kernel gradient, input gradient) miss the fast kernels;
+    a scanned training step of seed 002's CNN was 7-30x slower that way (BENCHMARKS.md, a
+    and g). ``P`` holds ``KH·KW`` copies of the input. ``pads``: ``"SAME"``, ``"VALID"`` or
     ``((lo_h, hi_h), (lo_w, hi_w))``.
     """
     kh, kw, c_in, c_out = kernel.shape
@@ -197,9 +199,9 @@ def _max_pool_by_slices(x: Array, window: Tuple[int, int], strides: Tuple[int, i
 
     Same values as ``lax.reduce_window`` with ``lax.max`` (NaN propagates), and the same
     gradient: it flows to the first maximal entry of each window, because only a strictly larger
-    entry replaces the running maximum. The derivatives are selects and strided pads, which
-    XLA:CPU fuses into one loop; the gradient of ``reduce_window`` is a ``select_and_scatter``
-    that took most of the seed CNN's step time (see BENCHMARKS.md, a).
+    entry replaces the running maximum. The derivatives are selects and strided pads (XLA:CPU
+    elementwise fusions); the gradient of ``reduce_window`` is a ``select_and_scatter``, which
+    took about half of the seed CNN's step time on XLA:CPU (BENCHMARKS.md, a).
     """
     n, h, w, c = x.shape
     (wh, ww), (sh, sw) = window, strides
