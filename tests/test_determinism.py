@@ -26,6 +26,8 @@ import pytest
 from jaxcalc import models, trainers
 from jaxcalc.training import fit
 
+from _trees import host_leaves, trees_identical
+
 NET = models.mlp([2, 3, 1], "tanh")
 N, BATCH, EPOCHS = 12, 5, 3
 KEY = jax.random.PRNGKey(5)
@@ -58,22 +60,6 @@ def make_trainer(name):
 TRAINERS = {name: make_trainer(name) for name in ("sgd", "natural_gradient", "newton")}
 
 
-def host_leaves(tree):
-    def host(x):
-        if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        return np.asarray(x)
-    return [host(x) for x in jax.tree_util.tree_leaves(tree)]
-
-
-def identical(a, b):
-    """Same structure and every leaf ``np.array_equal`` with the same dtype."""
-    if jax.tree_util.tree_structure(a) != jax.tree_util.tree_structure(b):
-        return False
-    return all(x.dtype == y.dtype and np.array_equal(x, y)
-               for x, y in zip(host_leaves(a), host_leaves(b)))
-
-
 def train(trainer, key=KEY):
     """``(params, final trainer state, history without the wall clock)``."""
     store = {}
@@ -86,7 +72,7 @@ def train(trainer, key=KEY):
 def test_same_key_gives_bit_identical_training(name):
     first = train(TRAINERS[name])
     again = train(TRAINERS[name])  # the same compiled epoch, run again
-    assert identical(first, again)
+    assert trees_identical(first, again)
     assert all(np.all(np.isfinite(leaf)) for leaf in host_leaves(first[0]))
     assert len(first[2]["loss"]) == EPOCHS
 
@@ -94,7 +80,7 @@ def test_same_key_gives_bit_identical_training(name):
 def test_a_freshly_built_and_compiled_trainer_trains_bit_identically():
     """Natural gradient with a Monte Carlo Fisher (the most random of the trainers): a second
     trainer object is traced and compiled anew, and still gives the same bits."""
-    assert identical(train(TRAINERS["natural_gradient"]),
+    assert trees_identical(train(TRAINERS["natural_gradient"]),
                      train(make_trainer("natural_gradient")))
 
 
@@ -105,7 +91,7 @@ def test_another_key_gives_another_training(name):
     batches)."""
     params, _, hist = train(TRAINERS[name])
     other_params, _, other_hist = train(TRAINERS[name], key=jax.random.PRNGKey(6))
-    assert not identical(params, other_params)
+    assert not trees_identical(params, other_params)
     assert not np.array_equal(hist["loss"], other_hist["loss"])
 
 

@@ -38,6 +38,7 @@ from jaxcalc import derivatives, models, trainers
 from jaxcalc.trainers import Trainer
 from jaxcalc.training import CHECKPOINT_NAME, fit, load_checkpoint
 
+from _trees import assert_histories_equal, assert_trees_identical, host_leaves  # noqa: E402
 import _kill_worker  # tests/_kill_worker.py: the SIGKILL run's problem and subprocess entry
 
 # ----------------------------------------------------------------------------- helpers
@@ -70,31 +71,6 @@ def final(trajectory):
 
 def first(trajectory):
     return jax.tree_util.tree_map(lambda a: a[0], trajectory)
-
-
-def host_leaves(tree):
-    """Leaves as NumPy arrays (typed PRNG keys as their key data)."""
-    def host(x):
-        if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        return np.asarray(x)
-    return [host(x) for x in jax.tree_util.tree_leaves(tree)]
-
-
-def assert_trees_identical(a, b):
-    """Same structure, dtypes, shapes and bits (``np.array_equal``)."""
-    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-    for x, y in zip(host_leaves(a), host_leaves(b)):
-        assert x.dtype == y.dtype and x.shape == y.shape
-        assert np.array_equal(x, y), np.max(np.abs(x.astype(float) - y.astype(float)))
-
-
-def assert_histories_equal(h1, h2):
-    """Every history entry bit-identical except the wall clock."""
-    assert set(h1) == set(h2)
-    for k in h1:
-        if k != "wall_time":
-            assert np.array_equal(h1[k], h2[k], equal_nan=True), k
 
 
 def non_increasing(losses, rtol=1e-14):

@@ -18,6 +18,8 @@ from jaxcalc import models, trainers
 from jaxcalc.trainers import Trainer
 from jaxcalc.training import CHECKPOINT_NAME, fit, load_checkpoint, save_checkpoint
 
+from _trees import assert_histories_equal, assert_trees_identical, host_leaves
+
 N = 12
 BATCH = 5  # 2 steps per epoch, 2 examples dropped per epoch
 EPOCHS = 4
@@ -58,30 +60,6 @@ SGD = TRAINERS["sgd_momentum"]
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def leaves(tree):
-    """Leaves as NumPy arrays (typed PRNG keys as their key data)."""
-    def host(x):
-        if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        return np.asarray(x)
-    return [host(x) for x in jax.tree_util.tree_leaves(tree)]
-
-
-def assert_trees_identical(a, b):
-    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-    for x, y in zip(leaves(a), leaves(b)):
-        assert x.dtype == y.dtype and x.shape == y.shape
-        assert np.array_equal(x, y), np.max(np.abs(x.astype(float) - y.astype(float)))
-
-
-def assert_histories_equal(h1, h2):
-    """Every entry bit-identical except the wall clock."""
-    assert set(h1) == set(h2)
-    for k in h1:
-        if k != "wall_time":
-            assert np.array_equal(h1[k], h2[k], equal_nan=True), k
 
 
 def stop_at(epoch):
@@ -191,7 +169,7 @@ def test_resume_after_crash_replays_unsaved_epochs(tmp_path, dtype):
     key = jax.random.key(3)  # a typed key must survive the checkpoint too
     kwargs = dict(epochs=5, batch_size=BATCH, progress=False)
     ref_params, ref_hist = fit(SGD, p0, data, key=key, **kwargs)
-    assert all(a.dtype == dtype for a in leaves(ref_params))
+    assert all(a.dtype == dtype for a in host_leaves(ref_params))
 
     with pytest.raises(Crash):
         fit(SGD, p0, data, key=key, checkpoint_dir=tmp_path, checkpoint_every=2,
