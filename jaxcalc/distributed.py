@@ -117,7 +117,7 @@ def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
     Raises:
       ValueError: if a process's leading dimension is not a multiple of its devices on the mesh.
     """
-    local_devices = _local_data_devices(mesh)
+    local_devices = local_data_devices(mesh)
     out = []
     for i, a in enumerate(batch):
         host = np.asarray(a)
@@ -153,9 +153,9 @@ def process_shard(data: Batch, *, process_index: Optional[int] = None,
     return tuple(np.asarray(a)[index * per:(index + 1) * per] for a in data)
 
 
-def _local_data_devices(mesh: Mesh) -> int:
+def local_data_devices(mesh: Mesh) -> int:
     """How many of this process's devices lie along the ``"data"`` axis of ``mesh``."""
-    check_mesh("shard_batch", mesh)
+    check_mesh("local_data_devices", mesh)
     total = int(mesh.shape[DATA_AXIS])
     processes = len({d.process_index for d in mesh.devices.flat})
     return max(total // processes, 1)
@@ -210,6 +210,6 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
-__all__ = ["DATA_AXIS", "data_mesh", "data_axis_size", "check_mesh", "batch_sharding",
-           "replicated", "replicate", "shard_batch", "process_shard", "initialize",
-           "is_main_process"]
+__all__ = ["DATA_AXIS", "data_mesh", "data_axis_size", "local_data_devices", "check_mesh",
+           "batch_sharding", "replicated", "replicate", "shard_batch", "process_shard",
+           "initialize", "is_main_process"]

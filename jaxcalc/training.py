@@ -139,10 +139,10 @@ def fit(trainer: Trainer, params: Params, train_data: Batch, *, epochs: int,
                              "to probe), got loss_fn=None")
     if eval_fn is not None and eval_data is None:
         raise ValueError("fit: eval_fn needs eval_data, got eval_data=None")
-    if mesh is not None and bs % distributed.data_axis_size(mesh):
+    if mesh is not None and bs % (devices := distributed.data_axis_size(mesh)):
         what = "N (full batch)" if full_batch else "batch_size"
-        raise ValueError(f"fit: {what} must be a multiple of the {distributed.data_axis_size(mesh)} "
-                         f"devices on the mesh's 'data' axis, got {bs}")
+        raise ValueError(f"fit: {what} must be a multiple of the {devices} devices on the "
+                         f"mesh's 'data' axis, got {bs}")
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     run_signature = {"n": n, "batch_size": bs, "steps_per_epoch": steps_per_epoch}
@@ -273,8 +273,8 @@ def _place_data(train_data: Batch, mesh: Mesh) -> Batch:
     (each device holds all of it; the batches are still split inside the epoch).
     """
     rows = np.shape(train_data[0])[0]
-    local = distributed.data_axis_size(mesh) // jax.process_count()
-    if rows % max(local, 1) == 0:
+    local = distributed.local_data_devices(mesh)
+    if rows % local == 0:
         return distributed.shard_batch(train_data, mesh)
     if jax.process_count() > 1:
         raise ValueError(f"fit: each process's train_data must have a multiple of its {local} "

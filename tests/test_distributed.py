@@ -68,6 +68,12 @@ def test_sharded_fit_matches_single_device_float64(sharded_float64, name):
 
 
 @pytest.mark.slow
+def test_sharded_fit_with_rows_the_devices_do_not_divide_matches(sharded_float64):
+    """94 examples on 4 devices: the data stays replicated, the batches are still split."""
+    assert sharded_float64["uneven_max_abs_param_diff"] <= 1e-9
+
+
+@pytest.mark.slow
 def test_fit_rejects_a_batch_the_devices_do_not_divide(sharded_float64):
     assert sharded_float64["batch_error"] == (
         "fit: batch_size must be a multiple of the 4 devices on the mesh's 'data' axis, got 6")
